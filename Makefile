@@ -1,0 +1,58 @@
+# clickwire — two commands on a fresh machine: `make run` and `make test`.
+# Every target sets up what it needs first (virtualenv, Python dependencies, Kafka jars).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+TEST_ENV := CLICKWIRE_HOME=$(CURDIR)/.clickwire/test CLICKWIRE_STACK_KAFKA_PORT=19092
+PYTEST_ARGS ?=
+
+.PHONY: setup run up test test-unit lint bench down status clean
+
+setup: $(STAMP)
+	@$(BIN)/clickwire stack fetch
+
+$(STAMP): pyproject.toml
+	@echo "==> setting up the virtualenv in $(VENV) and installing dependencies (first run: a few minutes)"
+	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (or use docker-compose.yml)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (or use docker-compose.yml)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[test,lint]' \
+		| grep -E '^(Collecting|Successfully)' || true
+	@$(BIN)/python -c "import clickwire.cli" || { echo "install failed"; exit 1; }
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+## run: the stack, every service and the demo (Ctrl-C stops everything)
+run: setup
+	@$(BIN)/clickwire stack up
+	@$(BIN)/clickwire stack status
+
+## up: the stack and every service, no demo
+up: setup
+	@$(BIN)/clickwire stack up
+
+status:
+	@$(BIN)/clickwire stack status
+
+down:
+	@$(BIN)/clickwire stack down
+
+## test: the whole suite against the real broker and ClickHouse engine; stops what it started
+test: setup
+	@status=0; $(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+		$(TEST_ENV) $(BIN)/clickwire stack down >/dev/null 2>&1 || true; exit $$status
+
+test-unit: setup
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	@$(BIN)/ruff check clickwire services tests bench
+	@$(BIN)/mypy
+
+bench: setup
+	@$(BIN)/python -m bench
+
+clean: down
+	rm -rf .clickwire

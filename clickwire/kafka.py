@@ -1,0 +1,185 @@
+"""Kafka helpers every service shares: readiness, topic bootstrap and checks, client factories.
+
+Producers are idempotent with ``acks=all`` and zstd compression: together with idempotent
+sinks downstream this gives at-least-once delivery with no duplicates from producer retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from clickwire.errors import BrokerUnavailable, TopicsMissing
+from clickwire.settings import CommonSettings
+from clickwire.topics import Topic, TopicSpec, load_specs
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+def _unavailable(settings: CommonSettings, timeout_s: float, why: str) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"CLICKWIRE_KAFKA_BOOTSTRAP={settings.bootstrap}: no Kafka broker answered a metadata "
+        f"request within {timeout_s:g} s ({why})"
+    )
+
+
+@contextlib.asynccontextmanager
+async def admin_client(settings: CommonSettings, timeout_s: float | None = None) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client that is known to talk to the cluster, closed on exit."""
+    timeout_s = settings.kafka_connect_timeout_s if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    with _quiet_connection_errors():
+        admin = await _connect(settings, timeout_s, deadline)
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+@contextlib.contextmanager
+def _quiet_connection_errors() -> Any:
+    # While polling for readiness every refused connection is expected; aiokafka would log each
+    # one at ERROR and bury the single line that says what is wrong.
+    logger = logging.getLogger("aiokafka")
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+async def _connect(settings: CommonSettings, timeout_s: float, deadline: float) -> AIOKafkaAdminClient:
+    why = "no answer"
+    while True:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap,
+            request_timeout_ms=max(1000, int(timeout_s * 1000)),
+            client_id="clickwire-admin",
+        )
+        try:
+            remaining = deadline - time.monotonic()
+            await asyncio.wait_for(admin.start(), timeout=max(0.1, remaining))
+            await asyncio.wait_for(admin.describe_cluster(), timeout=max(0.1, deadline - time.monotonic()))
+            break
+        except (KafkaError, OSError, TimeoutError) as exc:
+            why = type(exc).__name__
+            await admin.close()
+            if time.monotonic() >= deadline:
+                raise _unavailable(settings, timeout_s, why) from None
+            # Poll again shortly: the broker may still be binding its port.
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    return admin
+
+
+async def wait_for_broker(settings: CommonSettings, timeout_s: float | None = None) -> dict[str, Any]:
+    """Return cluster metadata once a broker answers; raise BrokerUnavailable after the deadline."""
+    async with admin_client(settings, timeout_s) as admin:
+        return await admin.describe_cluster()
+
+
+def _specs(topics: Iterable[Topic] | None) -> list[TopicSpec]:
+    specs = load_specs()
+    return [specs[t] for t in (topics if topics is not None else specs)]
+
+
+async def ensure_topics(settings: CommonSettings, topics: Iterable[Topic] | None = None,
+                        *, partitions_override: int | None = None) -> list[str]:
+    """Create the declared topics that do not exist yet; return the names created."""
+    wanted = _specs(topics)
+    async with admin_client(settings) as admin:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(
+                s.physical(settings.topic_prefix),
+                partitions_override or s.partitions,
+                s.replication_factor,
+                topic_configs=s.configs(),
+            )
+            for s in wanted
+            if s.physical(settings.topic_prefix) not in existing
+        ]
+        if not new:
+            return []
+        response = await admin.create_topics(new)
+        created = []
+        for entry in response.topic_errors:
+            topic, code = entry[0], entry[1]
+            if code == 0:
+                created.append(topic)
+            elif code != TOPIC_ALREADY_EXISTS:  # another process won the race: fine
+                message = entry[2] if len(entry) > 2 else ""
+                raise TopicsMissing(f"could not create topic {topic}: error {code} {message}")
+        await _wait_topics_visible(admin, [t.name for t in new])
+        return created
+
+
+async def _wait_topics_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = {t["topic"] for t in described if t["error_code"] == 0 and t["partitions"]}
+        if ready >= set(names):
+            return
+        if time.monotonic() > deadline:
+            raise TopicsMissing(f"topics not visible after creation: {sorted(set(names) - ready)}")
+        await asyncio.sleep(0.05)
+
+
+async def check_topics(settings: CommonSettings, topics: Iterable[Topic]) -> dict[str, int]:
+    """Verify each topic exists with at least its declared partitions; return name -> partitions."""
+    wanted = _specs(topics)
+    names = [s.physical(settings.topic_prefix) for s in wanted]
+    async with admin_client(settings) as admin:
+        described = {t["topic"]: t for t in await admin.describe_topics(names)}
+    found: dict[str, int] = {}
+    problems = []
+    for s, n in zip(wanted, names, strict=True):
+        entry = described.get(n)
+        if entry is None or entry["error_code"] != 0:
+            problems.append(f"{n} is missing")
+            continue
+        found[n] = len(entry["partitions"])
+    if problems:
+        raise TopicsMissing(
+            "; ".join(problems) + " (run `clickwire stack up` or create them from deploy/topics.toml)"
+        )
+    return found
+
+
+def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent, acks=all, zstd-compressed producer (not started)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": "zstd",
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 30000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(settings: CommonSettings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer with manual commits, reading from the earliest offset when the group is new (not started)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": 2000,
+        "fetch_max_wait_ms": 50,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)

@@ -1,0 +1,251 @@
+"""Typed, frozen settings read from ``CLICKWIRE_*`` environment variables.
+
+Every service builds one settings object at start. Parsing is strict: a value that does not
+parse raises :class:`SettingsError` whose message is one line naming the variable and the
+form it expects, so ``clickwire <service>`` can print it and exit without a traceback.
+
+Booleans accept only ``true/false/1/0/yes/no/on/off`` (``bool("False")`` is true, which is
+how misconfigurations hide). Secrets are wrapped in :class:`Secret`, whose ``repr`` and
+``str`` never show the value, so a settings object can be logged whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; ``str()`` is one line naming the variable."""
+
+    def __init__(self, name: str, value: str | None, expected: str) -> None:
+        shown = "<unset>" if value is None else repr(value if len(value) < 80 else value[:77] + "...")
+        super().__init__(f"{name}={shown}: expected {expected}")
+        self.name = name
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A string that never prints itself."""
+
+    _value: str = field(repr=False)
+
+    def get(self) -> str:
+        """Return the secret value; call only where it is used."""
+        return self._value
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class Env:
+    """Reads typed values from one environment mapping, naming the variable on every error."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._env = os.environ if environ is None else environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def _parse(self, name: str, default: T | None, expected: str, parse: Callable[[str], T]) -> T:
+        raw = self._raw(name)
+        if raw is None:
+            if default is None:
+                raise SettingsError(name, None, expected)
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, TypeError):
+            raise SettingsError(name, raw, expected) from None
+
+    def str(self, name: str, default: str | None = None) -> str:
+        """A non-empty string, or the default; no default means required."""
+        return self._parse(name, default, "a non-empty string", lambda s: s)
+
+    def optional_str(self, name: str) -> str | None:
+        """A string, or None when unset or empty."""
+        return self._raw(name)
+
+    def int(self, name: str, default: int | None = None, *, lo: int | None = None, hi: int | None = None) -> int:
+        """An integer within [lo, hi]."""
+        bounds = f" between {lo} and {hi}" if lo is not None and hi is not None else (
+            f" >= {lo}" if lo is not None else "")
+
+        def parse(s: str) -> int:
+            value = int(s, 10)
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ValueError(s)
+            return value
+
+        return self._parse(name, default, f"an integer{bounds}", parse)
+
+    def float(self, name: str, default: float | None = None, *, lo: float | None = None) -> float:
+        """A finite number >= lo."""
+
+        def parse(s: str) -> float:
+            value = float(s)
+            if value != value or value in (float("inf"), float("-inf")) or (lo is not None and value < lo):
+                raise ValueError(s)
+            return value
+
+        return self._parse(name, default, "a number" + (f" >= {lo}" if lo is not None else ""), parse)
+
+    def bool(self, name: str, default: bool) -> bool:
+        """A strict boolean: true/false, 1/0, yes/no, on/off."""
+
+        def parse(s: str) -> bool:
+            low = s.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(s)
+
+        return self._parse(name, default, "true or false", parse)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of a fixed set of words (case-insensitive)."""
+
+        def parse(s: str) -> str:
+            if s.lower() not in choices:
+                raise ValueError(s)
+            return s.lower()
+
+        return self._parse(name, default, "one of " + ", ".join(choices), parse)
+
+    def secret(self, name: str, default: str | None = None) -> Secret:
+        """A secret string; never printed."""
+        raw = self._raw(name)
+        if raw is None:
+            if default is None:
+                raise SettingsError(name, None, "a secret string")
+            return Secret(default)
+        return Secret(raw)
+
+    def path(self, name: str, default: Path) -> Path:
+        """A filesystem path (not checked for existence)."""
+        return self._parse(name, default, "a path", lambda s: Path(s).expanduser())
+
+    def host_ports(self, name: str, default: str) -> tuple[str, ...]:
+        """A comma-separated list of host:port."""
+
+        def parse(s: str) -> tuple[str, ...]:
+            items = tuple(p.strip() for p in s.split(",") if p.strip())
+            if not items:
+                raise ValueError(s)
+            for item in items:
+                m = _HOSTPORT.match(item)
+                if not m or not 0 < int(m.group(2)) < 65536:
+                    raise ValueError(item)
+            return items
+
+        return self._parse(name, parse(default), "host:port[,host:port...] (e.g. 127.0.0.1:9092)", parse)
+
+    def url(self, name: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+        """An absolute URL with one of the schemes, or None when unset."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise SettingsError(name, raw, f"a URL like {schemes[0]}://host:port")
+        return raw
+
+    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """A comma-separated list of CIDR networks, empty when unset."""
+
+        def parse(s: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+            return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in s.split(",") if p.strip())
+
+        return self._parse(name, (), "comma-separated CIDRs like 127.0.0.1/32,10.0.0.0/8", parse)
+
+    def list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """A comma-separated list of words."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def default_home() -> Path:
+    """Where clickwire keeps local state (.clickwire/ in the checkout)."""
+    return REPO_ROOT / ".clickwire"
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Settings every service shares."""
+
+    kafka_bootstrap: tuple[str, ...]
+    kafka_connect_timeout_s: float
+    topic_prefix: str
+    home: Path
+    schema_registry_url: str | None
+    clickhouse_url: str | None
+    log_level: str
+    log_format: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CommonSettings:
+        """Read the shared settings; raises SettingsError naming the first bad variable."""
+        env = Env(environ)
+        return cls(
+            kafka_bootstrap=env.host_ports("CLICKWIRE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            kafka_connect_timeout_s=env.float("CLICKWIRE_KAFKA_CONNECT_TIMEOUT", 8.0, lo=0.1),
+            topic_prefix=env.optional_str("CLICKWIRE_TOPIC_PREFIX") or "",
+            home=env.path("CLICKWIRE_HOME", default_home()),
+            schema_registry_url=env.url("CLICKWIRE_SCHEMA_REGISTRY_URL"),
+            clickhouse_url=env.url("CLICKWIRE_CLICKHOUSE_URL"),
+            log_level=env.choice("CLICKWIRE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            log_format=env.choice("CLICKWIRE_LOG_FORMAT", "json", ("json", "console")),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap list as aiokafka takes it."""
+        return ",".join(self.kafka_bootstrap)
+
+    @property
+    def clickhouse_dir(self) -> Path:
+        """Data directory of the embedded ClickHouse engine."""
+        return self.home / "clickhouse"
+
+
+# Every variable any settings class reads; docker-compose.yml and docs are checked against it.
+KNOWN_VARIABLES: set[str] = {
+    "CLICKWIRE_KAFKA_BOOTSTRAP",
+    "CLICKWIRE_KAFKA_CONNECT_TIMEOUT",
+    "CLICKWIRE_TOPIC_PREFIX",
+    "CLICKWIRE_HOME",
+    "CLICKWIRE_SCHEMA_REGISTRY_URL",
+    "CLICKWIRE_CLICKHOUSE_URL",
+    "CLICKWIRE_LOG_LEVEL",
+    "CLICKWIRE_LOG_FORMAT",
+    "CLICKWIRE_METRICS_PORT",
+    "CLICKWIRE_STACK_KAFKA_PORT",
+    "CLICKWIRE_STACK_KAFKA_HEAP_MB",
+}

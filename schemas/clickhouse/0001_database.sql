@@ -1,0 +1,2 @@
+-- The database every clickwire table lives in.
+CREATE DATABASE IF NOT EXISTS clickwire;
