@@ -18,9 +18,10 @@ Exceptions:
 * CodecError
   + UnknownSchemaError - the payload's fingerprint or registry id names no known schema.
   + MalformedPayloadError - unknown marker, corrupt Avro bytes, or bytes after the record.
-    - TruncatedPayloadError - the payload ends inside the header, the fingerprint/id or the body.
-      Corrupt bytes that declare a length past the end cannot be told apart from a cut payload
-      and raise this too; catch MalformedPayloadError to handle both.
+    - TruncatedPayloadError - the payload ends inside the marker, the fingerprint/id or the body.
+      Corrupt bytes that declare a length past the end, or whose very last byte is corrupt,
+      cannot be told apart from a cut payload and raise this too; catch MalformedPayloadError
+      to handle both.
   + SchemaMismatchError - on encode, the record does not fit the writer schema (names the field);
     on decode, the writer schema cannot be resolved to the reader schema.
   + SchemaRegistryError - the schema registry could not be reached or refused a request.
@@ -32,11 +33,9 @@ import functools
 import json
 import re
 import threading
-import tomllib
 import urllib.parse
 from collections.abc import Mapping
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,6 +49,7 @@ from clickwire.schemas import (
     schema_json,
     writer_schema_for,
 )
+from clickwire.topics import Topic, spec
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -70,8 +70,6 @@ SINGLE_OBJECT_MARKER = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 _SINGLE_OBJECT_HEADER_LEN = len(SINGLE_OBJECT_MARKER) + 8
 _CONFLUENT_HEADER_LEN = len(CONFLUENT_MAGIC) + 4
-
-_TOPICS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "topics.toml"
 
 # fastavro would turn these into datetime/UUID objects on read; clickwire keeps them as ints/strings.
 _PLAIN_LOGICAL_TYPES = frozenset(
@@ -302,7 +300,10 @@ class AvroCodec:
         except SchemaResolutionError as exc:
             raise SchemaMismatchError(f"writer schema cannot be read as the reader schema: {exc}") from exc
         except (ValueError, IndexError, TypeError, OverflowError, MemoryError) as exc:
-            # UnicodeDecodeError is a ValueError; IndexError is a union branch that does not exist.
+            # fastavro reports a varint read at the end of the buffer as IndexError, like a union
+            # branch that does not exist: only the position tells a cut body from a corrupt one.
+            if fo.tell() >= len(payload):
+                raise TruncatedPayloadError(f"Avro body ends early: {type(exc).__name__}: {exc}") from exc
             raise MalformedPayloadError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
         if fo.tell() != len(payload):
             raise MalformedPayloadError(f"{len(payload) - fo.tell()} bytes follow the Avro record")
@@ -343,41 +344,24 @@ class AvroCodec:
         return parsed
 
 
-def topic_schema_name(topic_key: str) -> str:
-    """Return the schema name deploy/topics.toml declares for logical topic `topic_key`."""
-    return str(_topic_entry(topic_key)["schema"])
+def topic_schema_name(topic: Topic | str) -> str:
+    """Return the schema name deploy/topics.toml declares for a logical topic (ValueError if unknown)."""
+    return spec(Topic(topic)).schema
 
 
 @functools.cache
-def codec_for(topic_key: str, registry_url: str | None = None) -> AvroCodec:
+def codec_for(topic: Topic | str, registry_url: str | None = None) -> AvroCodec:
     """Return the one codec per logical topic and registry URL (Confluent framing when a URL is given)."""
-    schema_name = topic_schema_name(topic_key)
+    declared = spec(Topic(topic))
     if registry_url is None:
-        return AvroCodec(schema_name)
-    # TopicNameStrategy, as Confluent's serializers default to; the physical name without test prefixes.
-    subject = f"{_topic_entry(topic_key)['name']}-value"
-    return AvroCodec(schema_name, registry=_registry_for(registry_url), subject=subject)
+        return AvroCodec(declared.schema)
+    # TopicNameStrategy, as Confluent's serializers default to; the declared name, without test prefixes.
+    return AvroCodec(declared.schema, registry=_registry_for(registry_url), subject=f"{declared.name}-value")
 
 
 @functools.cache
 def _registry_for(url: str) -> SchemaRegistry:
     return SchemaRegistry(url)
-
-
-@functools.cache
-def _topics() -> dict[str, Any]:
-    with _TOPICS_FILE.open("rb") as f:
-        topics: dict[str, Any] = tomllib.load(f)["topics"]
-    return topics
-
-
-def _topic_entry(topic_key: str) -> dict[str, Any]:
-    try:
-        entry: dict[str, Any] = _topics()[topic_key]
-    except KeyError:
-        known = sorted(_topics())
-        raise KeyError(f"unknown topic {topic_key!r}; {_TOPICS_FILE.name} declares {known}") from None
-    return entry
 
 
 def _parse_plain(schema: SchemaJSON) -> ParsedSchema:

@@ -43,15 +43,25 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _register() -> None:
-    # Sub-command modules register themselves on import; each owns one area.
-    from clickwire.cli import stack  # noqa: F401
+# Modules that add commands to `app` on import: each service owns its own entry point.
+COMMAND_MODULES = (
+    "clickwire.cli.stack",
+    "clickwire.cli.tools",
+    "services.api.cli",
+    "services.redirector.cli",
+    "services.enricher.cli",
+    "services.sink.cli",
+    "services.dispatcher.cli",
+)
 
-    for optional in ("services", "tools"):
+
+def _register() -> None:
+    for module in COMMAND_MODULES:
         try:
-            __import__(f"clickwire.cli.{optional}")
+            __import__(module)
         except ModuleNotFoundError as exc:
-            if exc.name != f"clickwire.cli.{optional}":
+            # A service not built yet is simply absent; a broken import inside it is an error.
+            if exc.name != module:
                 raise
 
 

@@ -119,3 +119,38 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON in
             table.add_row(f"service {svc['name']}", f"pid {svc['pid']}, {svc['rss_mb']} MB RSS")
         out.print(table)
     raise typer.Exit(0 if healthy else 1)
+
+
+@app.command("check")
+@one_line_errors
+def check_cmd() -> None:
+    """Check that the configured broker answers and every declared topic exists (exit 2 if not)."""
+    from clickwire.kafka import check_topics, wait_for_broker
+    from clickwire.settings import CommonSettings
+    from clickwire.topics import Topic
+
+    common = CommonSettings.from_env()
+
+    async def run() -> dict[str, int]:
+        await wait_for_broker(common)
+        return await check_topics(common, list(Topic))
+
+    found = asyncio.run(run())
+    print(f"ok: broker {common.bootstrap} answers, {len(found)} topics present")
+
+
+@app.command("init")
+@one_line_errors
+def init_cmd() -> None:
+    """Create missing topics and apply ClickHouse migrations on the configured broker and ClickHouse."""
+    from clickwire.kafka import ensure_topics
+    from clickwire.settings import CommonSettings
+    from clickwire.stack import apply_clickhouse_migrations
+
+    common = CommonSettings.from_env()
+
+    async def run() -> tuple[list[str], list[str]]:
+        return await ensure_topics(common), await apply_clickhouse_migrations(common)
+
+    created, applied = asyncio.run(run())
+    print(f"ok: {len(created)} topics created, {len(applied)} migrations applied")
