@@ -61,7 +61,7 @@ def _register() -> None:
             __import__(module)
         except ModuleNotFoundError as exc:
             # A service not built yet is simply absent; a broken import inside it is an error.
-            if exc.name != module:
+            if exc.name is None or not module.startswith(exc.name):
                 raise
 
 
