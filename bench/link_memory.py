@@ -7,7 +7,7 @@ table alone. The mix (stated so the number can be judged):
 - 85% random 12-char codes, 15% custom aliases of 6-24 chars;
 - 80% on 3 shared short domains, 20% on 2,000 custom domains;
 - link and workspace ids are UUIDv7 strings; 20,000 workspaces;
-- destinations on 50,000 sites, 1-4 path segments, 40% with a query string, ~75 chars on average;
+- destinations on 100,000 sites, 1-4 path segments, 40% with a query string, ~75 chars on average;
 - 50% with utm params drawn from 5,000 campaigns; 10% expire, 3% capped, 2% routing rules,
   5% preview texts, 1% blocked.
 """
@@ -27,17 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import uuid_utils  # noqa: E402
+import uuid_utils
 
-from clickwire.codes import new_code  # noqa: E402
-from clickwire.links import Link, RoutingRule, RuleCondition  # noqa: E402
-from services.redirector.table import LinkTable  # noqa: E402
+from clickwire.codes import new_code
+from clickwire.links import Link, RoutingRule, RuleCondition
+from services.redirector.table import LinkTable
 
-WORDS = (
-    "spring sale shoes running women men kids new arrivals blog post guide how to best deals product "
-    "category pricing docs api webinar event register signup landing summer winter offer free trial "
-    "download ebook case study careers about contact support help center release notes"
-).split()
+_WORD_TEXT = """
+spring sale shoes running women men kids new arrivals blog post guide how to best deals product
+category pricing docs api webinar event register signup landing summer winter offer free trial
+download ebook case study careers about contact support help center release notes
+"""
+WORDS = _WORD_TEXT.split()
 
 
 def _slug(rng: random.Random) -> str:
@@ -52,13 +53,15 @@ def realistic_links(n: int, seed: int) -> Iterator[Link]:
     sites = [
         f"https://{rng.choice(['www.', '', 'shop.', 'blog.'])}{rng.choice(WORDS)}{rng.choice(WORDS)}{i}."
         f"{rng.choice(['com', 'io', 'de', 'co.uk', 'net'])}"
-        for i in range(50_000)
+        for i in range(100_000)
     ]
     workspaces = [str(uuid_utils.uuid7()) for _ in range(20_000)]
     campaigns = [
-        (rng.choice(["newsletter", "twitter", "linkedin", "google", "facebook"]),
-         rng.choice(["email", "social", "cpc", "referral"]),
-         f"{_slug(rng)}-{i}")
+        (
+            rng.choice(["newsletter", "twitter", "linkedin", "google", "facebook"]),
+            rng.choice(["email", "social", "cpc", "referral"]),
+            f"{_slug(rng)}-{i}",
+        )
         for i in range(5_000)
     ]
     now = 1_760_000_000_000
@@ -67,7 +70,8 @@ def realistic_links(n: int, seed: int) -> Iterator[Link]:
         if rng.random() < 0.85:
             code = new_code()
         else:
-            code = "".join(rng.choices(string.ascii_lowercase + "-", k=rng.randint(6, 24))) + str(rng.randint(0, 99))
+            letters = rng.choices(string.ascii_lowercase + "-", k=rng.randint(6, 24))
+            code = "".join(letters) + str(rng.randint(0, 99))
         path = "/" + "/".join(_slug(rng) for _ in range(rng.randint(1, 3)))
         if rng.random() < 0.3:
             path += f"/{rng.randint(1000, 99_999_999)}"
@@ -137,7 +141,8 @@ def main() -> None:
     print(f"links                     {n:,}")
     print(f"avg destination chars     {dest_chars / len(sample):.0f} (before utm)")
     print(f"table bytes/link          {table_bytes / n:.1f} (tracemalloc, target <= 250)")
-    print(f"peak RSS growth/link      {(rss_after - rss_before) * 1024 / n:.1f} (ru_maxrss, includes generator garbage)")
+    rss_per_link = (rss_after - rss_before) * 1024 / n
+    print(f"peak RSS growth/link      {rss_per_link:.1f} (ru_maxrss, includes generator garbage)")
     print(f"upserts/s                 {n / build_s:,.0f} (including link generation)")
     print(f"lookups/s                 {len(keys) / lookup_s:,.0f} ({lookup_s / len(keys) * 1e9:.0f} ns each)")
 

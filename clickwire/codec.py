@@ -247,7 +247,8 @@ class AvroCodec:
             self.schema_id = registry.register(subject or _full_name(writer_json), writer_json)
             self._header = CONFLUENT_MAGIC + self.schema_id.to_bytes(4, "big")
         # Writer schemas seen on decode, by fingerprint or registry id; None means "same as reader".
-        self._by_fingerprint: dict[bytes, ParsedSchema | None] = {self._reader_fingerprint: None}
+        self._by_fingerprint: dict[bytes, ParsedSchema | None] = {self.fingerprint: self._writer}
+        self._by_fingerprint[self._reader_fingerprint] = None
         self._by_id: dict[int, ParsedSchema | None] = {}
 
     @property
@@ -349,9 +350,14 @@ def topic_schema_name(topic: Topic | str) -> str:
     return spec(Topic(topic)).schema
 
 
-@functools.cache
 def codec_for(topic: Topic | str, registry_url: str | None = None) -> AvroCodec:
     """Return the one codec per logical topic and registry URL (Confluent framing when a URL is given)."""
+    # Normalised first: functools.cache keys Topic.X and "x" apart although they are equal.
+    return _cached_codec(Topic(topic).value, registry_url)
+
+
+@functools.cache
+def _cached_codec(topic: str, registry_url: str | None) -> AvroCodec:
     declared = spec(Topic(topic))
     if registry_url is None:
         return AvroCodec(declared.schema)

@@ -30,7 +30,7 @@ MAX_ALIAS_LENGTH: Final = 64
 
 # ASCII only (re.ASCII): \w would otherwise accept any Unicode letter or digit. '.', '/', '%' and
 # control characters are outside the class, which rules out path tricks ('..', '/x', '%2e%2e').
-_ALIAS_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_ALIAS_LENGTH, re.ASCII)
+_ALIAS_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ALIAS_LENGTH}}}", re.ASCII)
 
 # Paths the redirector serves itself; an alias must not shadow them (compared case-insensitively
 # so that "Healthz" cannot confuse a case-insensitive proxy either).

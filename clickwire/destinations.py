@@ -47,12 +47,24 @@ TRUST_PENALTIES: Final = {
 # Special-use names (RFC 6761, 6762, 7686, 8375, 9476 and the ICANN-reserved .internal) that never
 # reach a public site; single-label hosts are refused too for the same reason.
 _PRIVATE_SUFFIXES: Final = frozenset(
-    {"localhost", "local", "internal", "home.arpa", "arpa", "test", "invalid", "example", "onion", "alt", "lan"}
+    {
+        "localhost",
+        "local",
+        "internal",
+        "home.arpa",
+        "arpa",
+        "test",
+        "invalid",
+        "example",
+        "onion",
+        "alt",
+        "lan",
+    }
 )
 
-# Cyrillic and Greek letters that render like Latin ones; a label made only of these imitates an
-# ASCII name ("аррӏе" for "apple"). From Unicode's confusables.txt, lower-case letters only since
-# UTS46 lower-cases hosts first.
+# Cyrillic, Greek and Armenian letters that render like Latin ones; a label made only of these
+# imitates an ASCII name (Cyrillic "\u0430\u0440\u0440\u04cf\u0435" for "apple"). Taken from
+# Unicode's confusables.txt; lower-case only, since UTS46 lower-cases hosts first.
 _LATIN_LOOKALIKES: Final = frozenset("асеорхуківјѕһԁԛԝӏԍօոսᴠοινκρτυχαβεηϲ")
 
 # Script combinations UTS39's "highly restrictive" level accepts in one label (CJK users mix these).

@@ -77,7 +77,9 @@ class Link:
 
     def __post_init__(self) -> None:
         if self.redirect_type not in REDIRECT_TYPES:
-            raise ValueError(f"redirect_type must be one of {sorted(REDIRECT_TYPES)}, not {self.redirect_type}")
+            raise ValueError(
+                f"redirect_type must be one of {sorted(REDIRECT_TYPES)}, not {self.redirect_type}"
+            )
         if self.bot_policy not in BOT_POLICIES:
             raise ValueError(f"bot_policy must be one of {sorted(BOT_POLICIES)}, not {self.bot_policy!r}")
         if not 0 <= self.destination_trust <= 100:

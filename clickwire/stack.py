@@ -208,7 +208,7 @@ async def apply_clickhouse_migrations(common: CommonSettings) -> list[str]:
     """Apply pending migrations to the configured ClickHouse; return their names."""
     from clickwire.clickhouse import apply_migrations, open_store
 
-    store = open_store(common.clickhouse_url, common.clickhouse_dir)
+    store = await open_store(common.clickhouse_url, common.clickhouse_dir)
     try:
         return await apply_migrations(store)
     finally:

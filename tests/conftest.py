@@ -102,7 +102,7 @@ async def clickhouse_session(tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     """The embedded ClickHouse engine (or CLICKWIRE_CLICKHOUSE_URL's server) with migrations applied once."""
     from clickwire.clickhouse import apply_migrations, open_store
 
-    store = open_store(os.environ.get("CLICKWIRE_CLICKHOUSE_URL") or None, tmp_path_factory.mktemp("clickhouse"))
+    store = await open_store(os.environ.get("CLICKWIRE_CLICKHOUSE_URL") or None, tmp_path_factory.mktemp("clickhouse"))
     await apply_migrations(store)
     try:
         yield store

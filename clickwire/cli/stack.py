@@ -75,11 +75,12 @@ async def _status(s: StackSettings) -> dict[str, Any]:
     except Exception as exc:  # status reports problems, it never fails on them
         report["topics_error"] = str(exc)
     try:
-        from clickwire.clickhouse import applied_migrations, open_store
+        from clickwire.clickhouse import open_store
 
-        store = open_store(s.common.clickhouse_url, s.common.clickhouse_dir)
+        store = await open_store(s.common.clickhouse_url, s.common.clickhouse_dir)
         try:
-            report["migrations"] = await applied_migrations(store)
+            rows = await store.query("SELECT name FROM clickwire.schema_migrations FINAL ORDER BY version")
+            report["migrations"] = [r["name"] for r in rows]
         finally:
             await store.close()
     except Exception as exc:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clickwire.clickhouse.formats import (
+    InsertBody,
     decode_rows,
     encode_rows,
     insert_settings,
@@ -30,8 +31,8 @@ class BaseStore(ABC):
         self._timestamp_columns: dict[str, frozenset[str]] = {}
 
     @abstractmethod
-    async def _send_insert(self, table: str, body: bytes, settings: Mapping[str, str | int]) -> None:
-        """Insert a JSONEachRow body into table with settings."""
+    async def _send_insert(self, table: str, body: InsertBody, settings: Mapping[str, str | int]) -> None:
+        """Insert an encoded batch into table with settings."""
 
     @abstractmethod
     async def _fetch(self, sql: str, params: Mapping[str, Any] | None, *, readonly: bool) -> bytes:

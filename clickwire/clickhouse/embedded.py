@@ -24,9 +24,9 @@ import chdb
 
 from clickwire.clickhouse.base import BaseStore
 from clickwire.clickhouse.formats import (
-    INSERT_FORMAT,
     RESULT_FORMAT,
     SESSION_SETTINGS,
+    InsertBody,
     insert_statement,
     sql_string,
 )
@@ -107,13 +107,13 @@ class EmbeddedStore(BaseStore):
             except (RuntimeError, ValueError) as error:
                 raise _query_error(error) from error
 
-    async def _send_insert(self, table: str, body: bytes, settings: Mapping[str, str | int]) -> None:
-        statement = insert_statement(table, settings)
+    async def _send_insert(self, table: str, body: InsertBody, settings: Mapping[str, str | int]) -> None:
+        statement = insert_statement(table, body.columns, settings)
 
         def send() -> None:
-            inserter = self._connection.send_insert(statement, INSERT_FORMAT)
+            inserter = self._connection.send_insert(statement, body.format)
             try:
-                inserter.append(body)
+                inserter.append(body.data)
                 inserter.finish()
             finally:
                 # No-op after finish(); after a failed append it aborts so the session is usable again.

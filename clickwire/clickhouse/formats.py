@@ -1,14 +1,17 @@
 """Wire formats both stores share: how rows are encoded for INSERT and how results are decoded.
 
-Inserts are JSONEachRow (orjson-encoded), results JSONCompactEachRowWithNamesAndTypes, with the
-same settings on both engines, so the embedded engine and a server see identical bytes.
+Inserts are JSONCompactEachRow with a column list (or JSONEachRow when rows differ in fields),
+encoded by orjson; results are JSONCompactEachRowWithNamesAndTypes. Both engines get the same
+settings, so the embedded engine and a server see identical bytes.
 """
 
 from __future__ import annotations
 
 import base64
+import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -17,6 +20,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 INSERT_FORMAT = "JSONEachRow"
+COMPACT_INSERT_FORMAT = "JSONCompactEachRow"
 RESULT_FORMAT = "JSONCompactEachRowWithNamesAndTypes"
 
 # Applied to every query and insert on both engines so results look the same everywhere:
@@ -69,13 +73,14 @@ def insert_settings(dedup_token: str | None) -> dict[str, str | int]:
     return settings
 
 
-def insert_statement(table: str, settings: Mapping[str, str | int]) -> str:
+def insert_statement(table: str, columns: Sequence[str] | None, settings: Mapping[str, str | int]) -> str:
     """The INSERT statement (without FORMAT) that carries settings inline, for engines that need it."""
+    column_list = f" ({', '.join(map(quote_identifier, columns))})" if columns else ""
     clauses = ", ".join(
         f"{name} = {sql_string(value) if isinstance(value, str) else value}"
         for name, value in settings.items()
     )
-    return f"INSERT INTO {check_table_name(table)} SETTINGS {clauses}"
+    return f"INSERT INTO {check_table_name(table)}{column_list} SETTINGS {clauses}"
 
 
 def _millis_text(millis: int) -> str:
@@ -100,22 +105,74 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in ClickHouse")
 
 
-def encode_rows(rows: Sequence[Mapping[str, Any]], timestamp_columns: Collection[str]) -> bytes:
-    """Encode rows as JSONEachRow; ints and datetimes in timestamp_columns become epoch-ms timestamps."""
+@dataclass(frozen=True)
+class InsertBody:
+    """An encoded batch: its format, the columns it fills (None: named in every row) and the bytes."""
+
+    format: str
+    columns: tuple[str, ...] | None
+    data: bytes
+
+
+class _KeysDiffer(Exception):
+    """Rows do not all carry the same fields, so they cannot share one column list."""
+
+
+def _encode_compact(rows: Sequence[Mapping[str, Any]], timestamp_columns: Collection[str]) -> InsertBody:
+    columns = tuple(rows[0].keys())
+    width = len(columns)
+    get = operator.itemgetter(*columns)
+    stamped = [index for index, name in enumerate(columns) if name in timestamp_columns]
     dumps = orjson.dumps
     lines: list[bytes] = []
     append = lines.append
     for row in rows:
-        present = [name for name in timestamp_columns if name in row]
-        if present:
-            converted = dict(row)
-            for name in present:
-                converted[name] = _timestamp_text(converted[name])
-            append(dumps(converted, default=_default))
-        else:
-            append(dumps(row, default=_default))
+        if len(row) != width:
+            raise _KeysDiffer
+        try:
+            values = get(row)
+        except KeyError:
+            raise _KeysDiffer from None
+        if width == 1:
+            values = (values,)
+        if stamped:
+            values = list(values)
+            for index in stamped:
+                values[index] = _timestamp_text(values[index])
+        append(dumps(values, default=_default))
     lines.append(b"")
-    return b"\n".join(lines)
+    return InsertBody(COMPACT_INSERT_FORMAT, columns, b"\n".join(lines))
+
+
+def _encode_named(rows: Sequence[Mapping[str, Any]], timestamp_columns: Collection[str]) -> InsertBody:
+    lines: list[bytes] = []
+    for row in rows:
+        converted = {
+            name: _timestamp_text(value) if name in timestamp_columns else value
+            for name, value in row.items()
+        }
+        lines.append(orjson.dumps(converted, default=_default))
+    lines.append(b"")
+    return InsertBody(INSERT_FORMAT, None, b"\n".join(lines))
+
+
+def encode_rows(rows: Sequence[Mapping[str, Any]], timestamp_columns: Collection[str]) -> InsertBody:
+    """Encode rows for INSERT; ints and datetimes in timestamp_columns become epoch-ms timestamps.
+
+    Rows sharing one set of fields (the usual batch) go as JSONCompactEachRow with a column list,
+    which is less than half the bytes of JSONEachRow and parses faster; mixed rows as JSONEachRow.
+    """
+    if not rows:
+        raise ValueError("no rows to encode")
+    try:
+        return _encode_compact(rows, timestamp_columns)
+    except _KeysDiffer:
+        return _encode_named(rows, timestamp_columns)
+
+
+def quote_identifier(name: str) -> str:
+    """Quote a column name for ClickHouse SQL."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def _strip_wrappers(type_name: str) -> str:

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from clickhouse_connect.driver.exceptions import Error as DriverError
 
 from clickwire.clickhouse.base import BaseStore
-from clickwire.clickhouse.formats import INSERT_FORMAT, RESULT_FORMAT, SESSION_SETTINGS, check_table_name
+from clickwire.clickhouse.formats import RESULT_FORMAT, SESSION_SETTINGS, InsertBody, check_table_name
 from clickwire.clickhouse.store import ClickHouseUnavailable, QueryError
 
 _DEFAULT_PORTS = {"http": 8123, "https": 8443}
@@ -100,11 +100,15 @@ class ServerStore(BaseStore):
             raise ClickHouseUnavailable(f"connection to {self.address} is closed")
         return self._client
 
-    async def _send_insert(self, table: str, body: bytes, settings: Mapping[str, str | int]) -> None:
+    async def _send_insert(self, table: str, body: InsertBody, settings: Mapping[str, str | int]) -> None:
         client = self._live_client()
         try:
             await client.raw_insert(
-                check_table_name(table), insert_block=body, settings=dict(settings), fmt=INSERT_FORMAT
+                check_table_name(table),
+                column_names=body.columns,
+                insert_block=body.data,
+                settings=dict(settings),
+                fmt=body.format,
             )
         except (DriverError, OSError) as error:
             raise _translate(error) from error

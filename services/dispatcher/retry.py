@@ -23,7 +23,7 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Waits before each attempt (``schedule_s[0]`` before the first), jitter fraction and Retry-After clamp."""
+    """Waits before each attempt (``schedule_s[0]`` before the first), jitter and Retry-After clamp."""
 
     schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
     jitter: float = 0.2
@@ -49,7 +49,7 @@ DEFAULT_POLICY = RetryPolicy()
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What to do after an attempt: ``delay_s`` is set only for ``retry``; ``status`` is 0 without a response."""
+    """What to do after an attempt; ``delay_s`` only for ``retry``, ``status`` 0 without a response."""
 
     kind: OutcomeKind
     status: int
@@ -63,7 +63,7 @@ def jittered(base_s: float, jitter: float, rng: random.Random) -> float:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Return the wait a Retry-After header asks for in seconds (delta-seconds or HTTP-date), None if unusable."""
+    """Return the wait a Retry-After header asks for (delta-seconds or HTTP-date), None if unusable."""
     if value is None:
         return None
     text = value.strip()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105  # the spec's marker, not a secret
 SIGNATURE_VERSION = "v1"
 DEFAULT_TOLERANCE_S = 300  # the spec's suggested window; wider lets captured requests be replayed longer
 
@@ -43,11 +43,11 @@ def new_secret() -> str:
 
 @lru_cache(maxsize=4096)
 def secret_key(secret: str) -> bytes:
-    """Return the HMAC key bytes of a ``whsec_`` secret (the prefix is optional, as in the spec's libraries)."""
+    """Return the HMAC key of a ``whsec_`` secret (prefix optional, as in the spec's libraries)."""
     raw = secret.removeprefix(SECRET_PREFIX)
     try:
-        # Tolerate unpadded base64 like the reference libraries; b64decode ignores surplus padding.
-        key = base64.b64decode(raw + "==", validate=True)
+        # Tolerate unpadded base64, as the reference libraries do.
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except binascii.Error as exc:
         raise SignatureError("bad_secret", "not base64") from exc
     if not key:
@@ -86,7 +86,7 @@ def verify(
     tolerance_s: int = DEFAULT_TOLERANCE_S,
     now: float | None = None,
 ) -> None:
-    """Return if any ``v1`` signature in ``headers`` matches any secret within the window, else raise SignatureError."""
+    """Return if a ``v1`` signature matches a secret within the time window, else raise SignatureError."""
     lowered = {k.lower(): v for k, v in headers.items()}
     msg_id = lowered.get(HEADER_ID)
     ts_text = lowered.get(HEADER_TIMESTAMP)

@@ -137,7 +137,7 @@ def _ends_in_number(labels: list[str]) -> bool:
 
 
 def parse_ipv4_loose(host: str) -> ipaddress.IPv4Address | None:
-    """Return the IPv4 address libc's inet_aton would read from ``host`` (127.1, 0x7f.1, 0177.0.0.1, 2130706433).
+    """Return the IPv4 address inet_aton would read from ``host``: 127.1, 0x7f.1, 0177.0.0.1, 2130706433.
 
     Returns None for a host name; raises SSRFError("invalid_host") for a host that ends in a number but
     is not a valid address, which WHATWG URL parsing rejects and a resolver might read differently.

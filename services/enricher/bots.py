@@ -81,7 +81,9 @@ def load_agents(path: Path = DATA_DIR / "bots.toml") -> tuple[Agent, ...]:
         _require_source(path, f"agent {entry['name']!r}", entry)
         if entry["kind"] not in BOT_KINDS:
             raise ValueError(f"{path}: agent {entry['name']!r} has unknown kind {entry['kind']!r}")
-        agents.append(Agent(entry["name"], entry["kind"], re.compile(entry["pattern"], re.IGNORECASE), entry["source"]))
+        agents.append(
+            Agent(entry["name"], entry["kind"], re.compile(entry["pattern"], re.IGNORECASE), entry["source"])
+        )
     return tuple(agents)
 
 

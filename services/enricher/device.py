@@ -22,11 +22,31 @@ _TV = re.compile(
     re.IGNORECASE,
 )
 _CONSOLE = re.compile(r"PlayStation|Xbox|Nintendo", re.IGNORECASE)
-_TABLET = re.compile(r"iPad|Tablet(?! PC)|Kindle|Silk/|PlayBook|\bTab\b|SM-T\d|SM-X\d|Nexus (7|9|10)\b", re.IGNORECASE)
+_TABLET = re.compile(
+    r"iPad|Tablet(?! PC)|Kindle|Silk/|PlayBook|\bTab\b|SM-T\d|SM-X\d|Nexus (7|9|10)\b", re.IGNORECASE
+)
 _MOBILE = re.compile(r"Mobi|iPhone|iPod|Windows Phone|IEMobile|BlackBerry|Opera Mini|KaiOS", re.IGNORECASE)
 _DESKTOP_OS = frozenset(
-    {"Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora", "Debian", "FreeBSD", "OpenBSD",
-     "NetBSD", "Solaris", "Mint", "Arch Linux", "Red Hat", "SUSE", "Gentoo", "CentOS", "Kubuntu"}
+    {
+        "Windows",
+        "Mac OS X",
+        "Linux",
+        "Ubuntu",
+        "Chrome OS",
+        "Fedora",
+        "Debian",
+        "FreeBSD",
+        "OpenBSD",
+        "NetBSD",
+        "Solaris",
+        "Mint",
+        "Arch Linux",
+        "Red Hat",
+        "SUSE",
+        "Gentoo",
+        "CentOS",
+        "Kubuntu",
+    }
 )
 _MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "HarmonyOS", "Tizen"})
 
@@ -82,10 +102,10 @@ def ch_brand(ch_ua: str | None) -> tuple[str, str] | None:
     # GREASE brands ("Not A(Brand", "Not/A)Brand"...) exist to be ignored.
     real = [(n, v) for n, v in brands if n and not n.lower().startswith("not")]
     specific = [(n, v) for n, v in real if n.lower() not in _GENERIC_BRANDS]
-    pick = (specific or real or [None])[0]
-    if pick is None:
+    candidates = specific or real
+    if not candidates:
         return None
-    name, ver = pick
+    name, ver = candidates[0]
     return _CH_BROWSER_NAMES.get(name.lower(), name), ver
 
 
@@ -97,6 +117,9 @@ def _device_type(ua: str, os_family: str, device_family: str, is_spider: bool) -
     if _TV.search(ua):
         return "tv"
     if _TABLET.search(ua) or device_family.startswith(("iPad", "Kindle")):
+        return "tablet"
+    if os_family == "Mac OS X" and "Mobile/" in ua:
+        # iPadOS Safari asks for desktop sites with a Mac UA but keeps the "Mobile/" build token.
         return "tablet"
     if os_family == "Android":
         # Android tablets drop the "Mobile" token (Google's guidance to tablet browsers).
@@ -143,5 +166,7 @@ def parse_device(
         # "?0" from an Android browser means a tablet or desktop-mode browser, not a phone.
         device_type = "tablet" if os_family == "Android" else "desktop"
     elif device_type == "other" and platform:
-        device_type = "mobile" if platform in _MOBILE_OS else "desktop" if platform in _DESKTOP_OS else "other"
+        device_type = (
+            "mobile" if platform in _MOBILE_OS else "desktop" if platform in _DESKTOP_OS else device_type
+        )
     return DeviceInfo(browser, browser_version, os_family, os_version, device_family, device_type, is_spider)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any, Protocol
 
+import maxminddb
 from geoip2fast import GeoIP2Fast
 
 # Country + ASN, IPv4 + IPv6: the richest file geoip2fast ships (the others are subsets of it).
@@ -87,8 +88,6 @@ class GeoLocator:
         """Build a locator that also reads the MaxMind database at `path` (None: geoip2fast only)."""
         mmdb: MmdbReader | None = None
         if path:
-            import maxminddb  # noqa: PLC0415 - only needed when a database is configured
-
             mmdb = maxminddb.open_database(path)
         return cls(mmdb=mmdb, org_asns=org_asns)
 

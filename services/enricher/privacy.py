@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
+import socket
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal, get_args
@@ -11,6 +11,7 @@ from typing import Literal, get_args
 IpMode = Literal["full", "truncated", "none"]
 IP_MODES: tuple[str, ...] = get_args(IpMode)
 _MS_PER_DAY = 86_400_000
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def store_ip(ip: str, mode: IpMode) -> str:
@@ -19,15 +20,21 @@ def store_ip(ip: str, mode: IpMode) -> str:
         return ""
     if mode == "full":
         return ip
+    # inet_pton rather than ipaddress: strict parsing at a tenth of the cost, on the hot path.
+    ip = ip.strip()
     try:
-        addr = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        # Whatever the redirector saw, an unparseable value may still identify someone.
-        return ""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+        packed = socket.inet_pton(socket.AF_INET, ip)
+    except OSError:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
+        except OSError:
+            # Whatever the redirector saw, an unparseable value may still identify someone.
+            return ""
+        if packed[:12] == _V4_MAPPED:
+            packed = packed[12:]
+        else:
+            return socket.inet_ntop(socket.AF_INET6, packed[:6] + bytes(10))
+    return socket.inet_ntop(socket.AF_INET, packed[:3] + b"\x00")
 
 
 class VisitorHasher:

@@ -46,7 +46,9 @@ def load_rules(path: Path = DATA_FILE) -> list[HostRule]:
             raise ValueError(f"{path}: host {entry['host']!r} has invalid class {klass!r}")
         if not entry.get("source"):
             raise ValueError(f"{path}: host {entry['host']!r} has no source")
-        rules.append(HostRule(entry["host"].lower(), klass, bool(entry.get("rewriter", False)), entry["source"]))
+        rules.append(
+            HostRule(entry["host"].lower(), klass, bool(entry.get("rewriter", False)), entry["source"])
+        )
     return rules
 
 

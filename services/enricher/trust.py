@@ -11,8 +11,16 @@ from types import MappingProxyType
 
 DATA_FILE = Path(__file__).with_name("data") / "signals.toml"
 BOT_KINDS = frozenset(
-    {"crawler", "search_engine", "link_preview", "security_scanner", "monitor", "ai_agent", "automation",
-     "headless"}
+    {
+        "crawler",
+        "search_engine",
+        "link_preview",
+        "security_scanner",
+        "monitor",
+        "ai_agent",
+        "automation",
+        "headless",
+    }
 )
 
 

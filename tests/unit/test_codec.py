@@ -542,10 +542,10 @@ def test_codec_for_with_registry_uses_the_topic_name_subject(
 ) -> None:
     """codec_for with a registry URL registers under <physical topic name>-value."""
     monkeypatch.setattr(codec_module, "_registry_for", lambda url: registry)
-    codec_for.cache_clear()
+    codec_module._cached_codec.cache_clear()
     try:
         codec = codec_for("clicks_raw", "http://registry.test:8081")
     finally:
-        codec_for.cache_clear()
+        codec_module._cached_codec.cache_clear()
     assert [r.url.path for r in fake_registry.requests] == ["/subjects/clicks.raw-value/versions"]
     assert codec.header == b"\x00" + (40).to_bytes(4, "big")

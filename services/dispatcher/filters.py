@@ -1,0 +1,282 @@
+"""Which subscriptions an event goes to: webhook_subscription.avsc's ``event_types`` and ``filters``.
+
+Rules, per subscription, all of which must hold:
+- the event belongs to the subscription's workspace (never crossed, whatever the filters say);
+- each list dimension (event types, link ids, domains, tags, campaigns, countries, device types,
+  referrer classes) is a wildcard when empty, otherwise the event's value must be in it (tags: any
+  of the event's tags);
+- a bot click passes only when ``include_bots`` is true or ``bot_kinds`` is non-empty, and then only
+  if ``bot_kinds`` is empty or names its kind; ``min_trust`` requires ``trust_score >= min_trust``.
+Link events (link.created, ...) have no country, device, referrer, bot or trust: those filters do
+not apply to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CLICK_DIMENSIONS = (
+    "event_types",
+    "link_ids",
+    "domains",
+    "tags",
+    "campaigns",
+    "countries",
+    "device_types",
+    "referrer_classes",
+)
+LINK_DIMENSIONS = ("event_types", "link_ids", "domains", "tags", "campaigns")
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """The fields of an event that filters look at; ``is_click`` False means a link event."""
+
+    type: str
+    workspace_id: str
+    link_id: str
+    domain: str
+    tags: tuple[str, ...]
+    campaign: str | None
+    is_click: bool = True
+    country: str = ""
+    device_type: str = ""
+    referrer_class: str = ""
+    is_bot: bool = False
+    bot_kind: str = "none"
+    trust_score: int = 100
+
+    @classmethod
+    def from_click(cls, click: Mapping[str, Any]) -> EventFacts:
+        """Return the facts of an enriched click (a dict shaped by enriched_click.avsc)."""
+        return cls(
+            type="click",
+            workspace_id=click["workspace_id"],
+            link_id=click["link_id"],
+            domain=click["domain"].lower(),
+            tags=tuple(click.get("tags") or ()),
+            campaign=click.get("campaign"),
+            country=(click.get("country") or "").upper(),
+            device_type=click.get("device_type") or "other",
+            referrer_class=click.get("referrer_class") or "direct",
+            is_bot=bool(click.get("is_bot")),
+            bot_kind=click.get("bot_kind") or "none",
+            trust_score=int(click.get("trust_score", 100)),
+        )
+
+    @classmethod
+    def from_link(cls, event_type: str, link: Mapping[str, Any]) -> EventFacts:
+        """Return the facts of a link event (``link`` shaped by link.avsc)."""
+        return cls(
+            type=event_type,
+            workspace_id=link["workspace_id"],
+            link_id=link["id"],
+            domain=link["domain"].lower(),
+            tags=tuple(link.get("tags") or ()),
+            campaign=link.get("campaign"),
+            is_click=False,
+        )
+
+    def values(self, dimension: str) -> tuple[str, ...]:
+        """Return the event's values along one filter dimension (empty when it has none)."""
+        match dimension:
+            case "event_types":
+                return (self.type,)
+            case "link_ids":
+                return (self.link_id,)
+            case "domains":
+                return (self.domain,)
+            case "tags":
+                return self.tags
+            case "campaigns":
+                return (self.campaign,) if self.campaign is not None else ()
+            case "countries":
+                return (self.country,)
+            case "device_types":
+                return (self.device_type,)
+            case "referrer_classes":
+                return (self.referrer_class,)
+        raise KeyError(dimension)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFilter:
+    """A subscription's filters as sets, normalised the way EventFacts normalises events."""
+
+    id: str
+    workspace_id: str
+    sets: Mapping[str, frozenset[str]]
+    include_bots: bool
+    bot_kinds: frozenset[str]
+    min_trust: int | None
+
+    @classmethod
+    def from_subscription(cls, sub: Mapping[str, Any]) -> CompiledFilter:
+        """Return the compiled filters of a subscription (a dict shaped by webhook_subscription.avsc)."""
+        f = sub.get("filters") or {}
+        sets = {
+            "event_types": frozenset(sub.get("event_types") or ()),
+            "link_ids": frozenset(f.get("link_ids") or ()),
+            "domains": frozenset(d.lower() for d in f.get("domains") or ()),
+            "tags": frozenset(f.get("tags") or ()),
+            "campaigns": frozenset(f.get("campaigns") or ()),
+            "countries": frozenset(c.upper() for c in f.get("countries") or ()),
+            "device_types": frozenset(f.get("device_types") or ()),
+            "referrer_classes": frozenset(f.get("referrer_classes") or ()),
+        }
+        return cls(
+            id=sub["id"],
+            workspace_id=sub["workspace_id"],
+            sets=sets,
+            include_bots=bool(f.get("include_bots", False)),
+            bot_kinds=frozenset(f.get("bot_kinds") or ()),
+            min_trust=f.get("min_trust"),
+        )
+
+    def passes_scalar_filters(self, event: EventFacts) -> bool:
+        """Return whether the bot and trust filters let ``event`` through (link events always pass)."""
+        if not event.is_click:
+            return True
+        if event.is_bot:
+            if not (self.include_bots or self.bot_kinds):
+                return False
+            if self.bot_kinds and event.bot_kind not in self.bot_kinds:
+                return False
+        return self.min_trust is None or event.trust_score >= self.min_trust
+
+
+def matches(sub: Mapping[str, Any] | CompiledFilter, event: EventFacts) -> bool:
+    """Return whether one subscription wants ``event``, checking every rule directly (the reference)."""
+    f = sub if isinstance(sub, CompiledFilter) else CompiledFilter.from_subscription(sub)
+    if f.workspace_id != event.workspace_id:
+        return False
+    for dim in CLICK_DIMENSIONS if event.is_click else LINK_DIMENSIONS:
+        allowed = f.sets[dim]
+        if allowed and allowed.isdisjoint(event.values(dim)):
+            return False
+    return f.passes_scalar_filters(event)
+
+
+class _Workspace:
+    """Inverted indexes of one workspace's subscriptions, one per dimension."""
+
+    __slots__ = ("filters", "free_click", "free_link", "need_click", "need_link", "postings")
+
+    def __init__(self) -> None:
+        self.filters: dict[str, CompiledFilter] = {}
+        self.postings: dict[str, dict[str, set[str]]] = {d: {} for d in CLICK_DIMENSIONS}
+        # How many dimensions a subscription constrains, for each event kind; 0 puts it in free_*.
+        self.need_click: dict[str, int] = {}
+        self.need_link: dict[str, int] = {}
+        self.free_click: set[str] = set()
+        self.free_link: set[str] = set()
+
+    def add(self, f: CompiledFilter) -> None:
+        self.filters[f.id] = f
+        for dim, values in f.sets.items():
+            postings = self.postings[dim]
+            for value in values:
+                postings.setdefault(value, set()).add(f.id)
+        self.need_click[f.id] = n_click = sum(1 for d in CLICK_DIMENSIONS if f.sets[d])
+        self.need_link[f.id] = n_link = sum(1 for d in LINK_DIMENSIONS if f.sets[d])
+        if n_click == 0:
+            self.free_click.add(f.id)
+        if n_link == 0:
+            self.free_link.add(f.id)
+
+    def remove(self, sub_id: str) -> None:
+        f = self.filters.pop(sub_id)
+        for dim, values in f.sets.items():
+            postings = self.postings[dim]
+            for value in values:
+                ids = postings[value]
+                ids.discard(sub_id)
+                if not ids:
+                    del postings[value]
+        del self.need_click[sub_id], self.need_link[sub_id]
+        self.free_click.discard(sub_id)
+        self.free_link.discard(sub_id)
+
+    def match(self, event: EventFacts) -> list[str]:
+        dims, need, free = (
+            (CLICK_DIMENSIONS, self.need_click, self.free_click)
+            if event.is_click
+            else (LINK_DIMENSIONS, self.need_link, self.free_link)
+        )
+        # Count, per subscription, the constrained dimensions the event satisfies; a subscription
+        # matches when every dimension it constrains is satisfied. Cost follows the postings touched,
+        # not the number of subscriptions.
+        hits: dict[str, int] = {}
+        for dim in dims:
+            postings = self.postings[dim]
+            if not postings:
+                continue
+            values = event.values(dim)
+            if len(values) == 1:
+                ids: Iterable[str] = postings.get(values[0], ())
+            else:
+                union: set[str] = set()
+                for value in values:
+                    union.update(postings.get(value, ()))
+                ids = union
+            for sid in ids:
+                hits[sid] = hits.get(sid, 0) + 1
+        out = [sid for sid in free if self.filters[sid].passes_scalar_filters(event)]
+        out.extend(
+            sid
+            for sid, count in hits.items()
+            if count == need[sid] and self.filters[sid].passes_scalar_filters(event)
+        )
+        return out
+
+
+class SubscriptionIndex:
+    """Enabled subscriptions indexed by workspace and filter values; follows upserts and deletes live."""
+
+    def __init__(self, subscriptions: Iterable[Mapping[str, Any]] = ()) -> None:
+        self._workspaces: dict[str, _Workspace] = {}
+        self._where: dict[str, str] = {}  # subscription id -> workspace id
+        for sub in subscriptions:
+            self.upsert(sub)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, sub_id: object) -> bool:
+        return sub_id in self._where
+
+    def upsert(self, sub: Mapping[str, Any]) -> None:
+        """Add or replace a subscription; a disabled one is removed (it receives nothing)."""
+        self.remove(sub["id"])
+        if not sub.get("enabled", True):
+            return
+        f = CompiledFilter.from_subscription(sub)
+        self._workspaces.setdefault(f.workspace_id, _Workspace()).add(f)
+        self._where[f.id] = f.workspace_id
+
+    add = upsert
+    update = upsert
+
+    def remove(self, sub_id: str) -> None:
+        """Forget a subscription (a tombstone on webhooks.subscriptions); unknown ids are ignored."""
+        workspace_id = self._where.pop(sub_id, None)
+        if workspace_id is None:
+            return
+        ws = self._workspaces[workspace_id]
+        ws.remove(sub_id)
+        if not ws.filters:
+            del self._workspaces[workspace_id]
+
+    def apply(self, sub_id: str, sub: Mapping[str, Any] | None) -> None:
+        """Apply one record of the compacted subscriptions topic: a value upserts, None deletes."""
+        if sub is None:
+            self.remove(sub_id)
+        else:
+            self.upsert(sub)
+
+    def match(self, event: EventFacts) -> list[str]:
+        """Return the ids of the subscriptions that want ``event``, sorted."""
+        ws = self._workspaces.get(event.workspace_id)
+        return sorted(ws.match(event)) if ws is not None else []
