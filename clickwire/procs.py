@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# Popen objects of children this process started: kept so they are reaped (and not reported
+# by Python as "still running" when collected) while the child outlives the call that made it.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 @dataclass(frozen=True)
 class Managed:
     """One background process clickwire started."""
@@ -89,6 +94,7 @@ def start(home: Path, name: str, argv: list[str], *, marker: str, log_path: Path
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env=env, cwd=cwd,
         )
+    _children[proc.pid] = proc
     (run_dir(home) / f"{name}.pid").write_text(f"{proc.pid}\n{marker}\n")
     return Managed(name, proc.pid, marker)
 
@@ -117,6 +123,11 @@ def stop(home: Path, name: str, *, timeout_s: float = 30.0) -> bool:
 
 def _reap(pid: int) -> None:
     # Only our own children can be reaped; others are reaped by init.
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _children[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 

@@ -30,6 +30,8 @@ class Topic(enum.StrEnum):
     WEBHOOK_ATTEMPTS = "webhook_attempts"
     WEBHOOK_DEAD = "webhook_dead"
     DEAD_LETTERS = "dead_letters"
+    API_KEYS = "api_keys"
+    LINK_CLAIMS = "link_claims"
 
 
 @dataclass(frozen=True)

@@ -73,10 +73,18 @@ def test_to_avro_has_exactly_the_contract_field_names():
 
 def test_from_avro_fills_schema_defaults():
     """A record with only required fields takes the schema's defaults."""
-    minimal = {k: v for k, v in BASE.to_avro().items() if k in
-               {"id", "workspace_id", "domain", "code", "destination", "created_ms", "updated_ms"}}
+    minimal = {
+        k: v
+        for k, v in BASE.to_avro().items()
+        if k in {"id", "workspace_id", "domain", "code", "destination", "created_ms", "updated_ms"}
+    }
     link = Link.from_avro(minimal)
-    assert (link.redirect_type, link.bot_policy, link.destination_trust, link.blocked) == (302, "redirect", 100, False)
+    assert (link.redirect_type, link.bot_policy, link.destination_trust, link.blocked) == (
+        302,
+        "redirect",
+        100,
+        False,
+    )
 
 
 def test_from_avro_accepts_datetimes_for_timestamp_millis():
@@ -87,7 +95,9 @@ def test_from_avro_accepts_datetimes_for_timestamp_millis():
     assert Link.from_avro(record).created_ms == 1_700_000_000_250
 
 
-@pytest.mark.parametrize("field,value", [("redirect_type", 303), ("bot_policy", "maybe"), ("destination_trust", 101)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("redirect_type", 303), ("bot_policy", "maybe"), ("destination_trust", 101)]
+)
 def test_invalid_values_are_refused(field, value):
     """Values outside the contract's vocabulary raise instead of reaching the redirector."""
     with pytest.raises(ValueError, match=field):
@@ -123,11 +133,14 @@ def test_apply_utm_never_overwrites_existing_params():
 def test_apply_utm_keeps_fragment_last_and_query_bytes_untouched():
     """Added params go before the fragment, and the existing query is not re-encoded."""
     link = replace(BASE, utm_source="s")
-    assert apply_utm("https://a.example/p?q=a+b%20c#top", link) == "https://a.example/p?q=a+b%20c&utm_source=s#top"
+    assert (
+        apply_utm("https://a.example/p?q=a+b%20c#top", link)
+        == "https://a.example/p?q=a+b%20c&utm_source=s#top"
+    )
 
 
 @pytest.mark.parametrize(
-    "url,expected",
+    ("url", "expected"),
     [
         ("https://a.example/p?", "https://a.example/p?utm_source=s"),
         ("https://a.example/p?x=1&", "https://a.example/p?x=1&utm_source=s"),
@@ -142,7 +155,9 @@ def test_apply_utm_joins_without_doubling_separators(url, expected):
 def test_campaign_fills_utm_campaign_only_when_absent():
     """campaign becomes utm_campaign unless the link sets utm_campaign itself."""
     assert utm_query("https://a.example/", replace(BASE, campaign="c1")) == "utm_campaign=c1"
-    assert utm_query("https://a.example/", replace(BASE, campaign="c1", utm_campaign="u1")) == "utm_campaign=u1"
+    assert (
+        utm_query("https://a.example/", replace(BASE, campaign="c1", utm_campaign="u1")) == "utm_campaign=u1"
+    )
 
 
 def test_apply_utm_without_params_returns_destination_unchanged():
