@@ -125,6 +125,22 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "destination_flags": ["young_domain"],
         "blocked": False,
     },
+    "api_key": {
+        "id": "key_7Hq2",
+        "workspace_id": "ws_01J2XYZ",
+        "name": "ci",
+        "hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "created_ms": 1720000000000,
+        "revoked": False,
+    },
+    "link_claim": {
+        "domain": "clk.example",
+        "code": "spring",
+        "link_id": "lnk_01J2ABCDEF",
+        "workspace_id": "ws_01J2XYZ",
+        "claimant": "api-1f3e",
+        "ts_ms": 1720000000001,
+    },
     "link_stats": {
         "link_id": "lnk_01J2ABCDEF",
         "human_clicks": 1234,

@@ -11,6 +11,7 @@ from clickwire.destinations import (
     DEFAULT_BLOCKLIST_PATH,
     DEFAULT_SHORTENERS_PATH,
     Blocklist,
+    DestinationVerdict,
     HostList,
     Shorteners,
     check_destination,
@@ -23,7 +24,7 @@ BLOCKLIST = Blocklist(
 SHORTENERS = Shorteners(hosts=["bit.ly", "t.co"])
 
 
-def check(url: str):
+def check(url: str) -> DestinationVerdict:
     return check_destination(url, BLOCKLIST, SHORTENERS)
 
 
@@ -98,7 +99,7 @@ def check(url: str):
         ("https://xn--bcher-fake-9db.de/", "blocklisted"),
     ],
 )
-def test_unsafe_destinations_are_refused_with_their_reason(url, reason):
+def test_unsafe_destinations_are_refused_with_their_reason(url: str, reason: str) -> None:
     """Each unsafe URL variant is refused with the machine-readable reason for it, and trust 0."""
     verdict = check(url)
     assert (verdict.ok, verdict.reason, verdict.trust) == (False, reason, 0)
@@ -136,7 +137,9 @@ def test_unsafe_destinations_are_refused_with_their_reason(url, reason):
         ("https://sony\u30b9\u30c8\u30a2.jp/", "https://xn--sony-ok4c7e7d.jp/", ["punycode"]),
     ],
 )
-def test_acceptable_destinations_are_normalized_and_flagged(url, normalized, flags):
+def test_acceptable_destinations_are_normalized_and_flagged(
+    url: str, normalized: str, flags: list[str]
+) -> None:
     """Acceptable URLs come back normalised (lower-case ASCII host, default port dropped) with their flags."""
     verdict = check(url)
     assert verdict.ok
@@ -145,7 +148,7 @@ def test_acceptable_destinations_are_normalized_and_flagged(url, normalized, fla
     assert verdict.flags == flags
 
 
-def test_trust_falls_with_each_flag():
+def test_trust_falls_with_each_flag() -> None:
     """No flag means trust 100; look-alikes score lower than a plain IDN, which scores lower than ASCII."""
     plain, idn, lookalike = (
         check(u).trust for u in ("https://example.com/", "https://b\u00fccher.de/", "https://\u0430pple.com/")
@@ -154,24 +157,24 @@ def test_trust_falls_with_each_flag():
     assert lookalike < idn < plain
 
 
-def test_whatwg_ipv4_parser_matches_browsers():
+def test_whatwg_ipv4_parser_matches_browsers() -> None:
     """Numeric hosts parse the way browsers parse them; names that merely contain digits are not IPs."""
     assert str(parse_ipv4_whatwg("0xC0.0250.1")) == "192.168.0.1"
     assert str(parse_ipv4_whatwg("3232235777")) == "192.168.1.1"
     assert parse_ipv4_whatwg("1.example") is None
     assert parse_ipv4_whatwg("example.com") is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="out of range"):
         parse_ipv4_whatwg("1.256.1.1")
 
 
-def test_blocklist_matches_subdomains_but_not_lookalike_suffixes():
+def test_blocklist_matches_subdomains_but_not_lookalike_suffixes() -> None:
     """An entry blocks itself and its subdomains, not hosts that merely end with the same letters."""
     assert BLOCKLIST.match("a.b.evil.example.com") == "evil.example.com"
     assert BLOCKLIST.match("notevil.example.com") is None
     assert check("https://notevil.example.com/").ok
 
 
-def test_blocklist_reloads_when_the_file_changes(tmp_path: Path):
+def test_blocklist_reloads_when_the_file_changes(tmp_path: Path) -> None:
     """reload() is a no-op while the file is unchanged and picks up edits (even same-second ones)."""
     path = tmp_path / "blocklist.txt"
     path.write_text("one.example  # source: test\n")
@@ -187,7 +190,7 @@ def test_blocklist_reloads_when_the_file_changes(tmp_path: Path):
     assert not blocklist.reload()
 
 
-def test_blocklist_keeps_old_entries_when_file_disappears(tmp_path: Path):
+def test_blocklist_keeps_old_entries_when_file_disappears(tmp_path: Path) -> None:
     """A deleted blocklist file does not empty the loaded list."""
     path = tmp_path / "blocklist.txt"
     path.write_text("one.example  # source: test\n")
@@ -198,7 +201,7 @@ def test_blocklist_keeps_old_entries_when_file_disappears(tmp_path: Path):
 
 
 @pytest.mark.parametrize("path", [DEFAULT_BLOCKLIST_PATH, DEFAULT_SHORTENERS_PATH])
-def test_shipped_host_lists_load_and_every_entry_names_its_source(path: Path):
+def test_shipped_host_lists_load_and_every_entry_names_its_source(path: Path) -> None:
     """Each entry line in the deploy/ host lists carries a source comment and parses as a host."""
     entries = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert entries
@@ -206,6 +209,6 @@ def test_shipped_host_lists_load_and_every_entry_names_its_source(path: Path):
     assert len(HostList(path)) == len(entries)
 
 
-def test_default_shortener_list_is_used_when_none_given():
+def test_default_shortener_list_is_used_when_none_given() -> None:
     """Without an explicit shortener list, deploy/shorteners.txt flags bit.ly."""
     assert "shortener" in check_destination("https://bit.ly/x", None).flags

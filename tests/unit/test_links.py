@@ -6,6 +6,7 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pytest
@@ -54,7 +55,7 @@ def _full_link() -> Link:
     )
 
 
-def test_avro_round_trip_through_fastavro_keeps_every_field():
+def test_avro_round_trip_through_fastavro_keeps_every_field() -> None:
     """A fully populated Link encodes with link.avsc and decodes back equal, ms ints included."""
     schema = fastavro.parse_schema(json.loads(SCHEMA.read_text()))
     link = _full_link()
@@ -62,16 +63,17 @@ def test_avro_round_trip_through_fastavro_keeps_every_field():
     fastavro.schemaless_writer(buf, schema, link.to_avro())
     buf.seek(0)
     decoded = fastavro.schemaless_reader(buf, schema, schema)
+    assert isinstance(decoded, dict)
     assert Link.from_avro(decoded) == link
 
 
-def test_to_avro_has_exactly_the_contract_field_names():
+def test_to_avro_has_exactly_the_contract_field_names() -> None:
     """to_avro() emits exactly the fields link.avsc declares, no more, no fewer."""
     declared = {f["name"] for f in json.loads(SCHEMA.read_text())["fields"]}
     assert set(BASE.to_avro()) == declared
 
 
-def test_from_avro_fills_schema_defaults():
+def test_from_avro_fills_schema_defaults() -> None:
     """A record with only required fields takes the schema's defaults."""
     minimal = {
         k: v
@@ -87,7 +89,7 @@ def test_from_avro_fills_schema_defaults():
     )
 
 
-def test_from_avro_accepts_datetimes_for_timestamp_millis():
+def test_from_avro_accepts_datetimes_for_timestamp_millis() -> None:
     """Timestamps decoded as datetimes (fastavro's default) come back as ms ints."""
     from datetime import UTC, datetime
 
@@ -98,24 +100,24 @@ def test_from_avro_accepts_datetimes_for_timestamp_millis():
 @pytest.mark.parametrize(
     ("field", "value"), [("redirect_type", 303), ("bot_policy", "maybe"), ("destination_trust", 101)]
 )
-def test_invalid_values_are_refused(field, value):
+def test_invalid_values_are_refused(field: str, value: Any) -> None:
     """Values outside the contract's vocabulary raise instead of reaching the redirector."""
     with pytest.raises(ValueError, match=field):
         replace(BASE, **{field: value})
 
 
-def test_unknown_rule_field_is_refused():
+def test_unknown_rule_field_is_refused() -> None:
     """A routing condition on a field the redirector cannot evaluate is refused at construction."""
     with pytest.raises(ValueError, match="rule field"):
         RuleCondition("planet", "eq", ("mars",))
 
 
-def test_key_is_domain_slash_code():
+def test_key_is_domain_slash_code() -> None:
     """The compacted-topic key is "domain/code"."""
     assert BASE.key == "clw.io/spring"
 
 
-def test_apply_utm_adds_params_in_stable_order():
+def test_apply_utm_adds_params_in_stable_order() -> None:
     """utm params are appended with '?' to a URL without a query, in utm_source..utm_content order."""
     link = replace(BASE, utm_source="news letter", utm_medium="email", utm_campaign="q1&q2")
     assert apply_utm("https://a.example/p", link) == (
@@ -123,14 +125,14 @@ def test_apply_utm_adds_params_in_stable_order():
     )
 
 
-def test_apply_utm_never_overwrites_existing_params():
+def test_apply_utm_never_overwrites_existing_params() -> None:
     """A param the destination already has (even blank) keeps its value; only missing ones are added."""
     link = replace(BASE, utm_source="newsletter", utm_medium="email", utm_campaign="spring")
     url = "https://a.example/p?utm_source=partner&utm_medium=&x=%2F"
     assert apply_utm(url, link) == url + "&utm_campaign=spring"
 
 
-def test_apply_utm_keeps_fragment_last_and_query_bytes_untouched():
+def test_apply_utm_keeps_fragment_last_and_query_bytes_untouched() -> None:
     """Added params go before the fragment, and the existing query is not re-encoded."""
     link = replace(BASE, utm_source="s")
     assert (
@@ -147,12 +149,12 @@ def test_apply_utm_keeps_fragment_last_and_query_bytes_untouched():
         ("https://a.example", "https://a.example?utm_source=s"),
     ],
 )
-def test_apply_utm_joins_without_doubling_separators(url, expected):
+def test_apply_utm_joins_without_doubling_separators(url: str, expected: str) -> None:
     """A trailing '?' or '&' is reused instead of adding another separator."""
     assert apply_utm(url, replace(BASE, utm_source="s")) == expected
 
 
-def test_campaign_fills_utm_campaign_only_when_absent():
+def test_campaign_fills_utm_campaign_only_when_absent() -> None:
     """campaign becomes utm_campaign unless the link sets utm_campaign itself."""
     assert utm_query("https://a.example/", replace(BASE, campaign="c1")) == "utm_campaign=c1"
     assert (
@@ -160,7 +162,7 @@ def test_campaign_fills_utm_campaign_only_when_absent():
     )
 
 
-def test_apply_utm_without_params_returns_destination_unchanged():
+def test_apply_utm_without_params_returns_destination_unchanged() -> None:
     """A link with no utm fields leaves the destination exactly as it was."""
     url = "https://a.example/p?x=1#f"
     assert apply_utm(url, BASE) is url

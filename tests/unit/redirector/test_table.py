@@ -6,6 +6,7 @@ import gc
 import random
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
 from clickwire.codes import new_code
@@ -25,7 +26,7 @@ LINK = Link(
 )
 
 
-def test_lookup_returns_hot_fields_with_utm_applied():
+def test_lookup_returns_hot_fields_with_utm_applied() -> None:
     """A stored link comes back with its ids, redirect type, policy and the utm-merged destination."""
     table = LinkTable()
     table.upsert(replace(LINK, redirect_type=308, bot_policy="preview", blocked=True))
@@ -38,7 +39,7 @@ def test_lookup_returns_hot_fields_with_utm_applied():
     assert (hot.expires_ms, hot.max_clicks, hot.rules) == (None, None, ())
 
 
-def test_lookup_is_keyed_by_domain_and_code():
+def test_lookup_is_keyed_by_domain_and_code() -> None:
     """The same code on another domain, or another case, is a different link."""
     table = LinkTable()
     table.upsert(LINK)
@@ -47,7 +48,7 @@ def test_lookup_is_keyed_by_domain_and_code():
     assert ("clw.io", "spring") in table
 
 
-def test_rare_fields_round_trip_through_the_side_table():
+def test_rare_fields_round_trip_through_the_side_table() -> None:
     """Expiry, cap, rules (utm applied), preview texts, expired_url and non-UUID ids survive storage."""
     rule = RoutingRule((RuleCondition("os", "eq", ("ios",)),), "https://apps.example.com/app")
     link = replace(
@@ -73,7 +74,7 @@ def test_rare_fields_round_trip_through_the_side_table():
     assert (hot.preview_title, hot.preview_description, hot.preview_image) == ("T", "D", link.preview_image)
 
 
-def test_fragment_destinations_keep_utm_before_the_fragment():
+def test_fragment_destinations_keep_utm_before_the_fragment() -> None:
     """A destination with a fragment is stored whole, utm params before '#'."""
     table = LinkTable()
     table.upsert(replace(LINK, destination="https://a.example.com/p#top"))
@@ -82,7 +83,7 @@ def test_fragment_destinations_keep_utm_before_the_fragment():
     assert hot.destination == "https://a.example.com/p?utm_source=newsletter&utm_campaign=spring#top"
 
 
-def test_upsert_replaces_and_remove_forgets():
+def test_upsert_replaces_and_remove_forgets() -> None:
     """A newer version replaces the old one without growing the table; remove() deletes it once."""
     table = LinkTable()
     table.upsert(LINK)
@@ -97,7 +98,7 @@ def test_upsert_replaces_and_remove_forgets():
     assert len(table) == 0
 
 
-def test_interned_strings_are_released_with_their_last_link():
+def test_interned_strings_are_released_with_their_last_link() -> None:
     """Removing every link frees the interned workspace, origin and utm pools (replays do not leak)."""
     table = LinkTable()
     for i in range(50):
@@ -110,7 +111,7 @@ def test_interned_strings_are_released_with_their_last_link():
     assert table._extras == {}
 
 
-def _links(n: int, rng: random.Random):
+def _links(n: int, rng: random.Random) -> Iterator[Link]:
     sites = [f"https://www.site{i}.example.com" for i in range(n // 20)]
     for i in range(n):
         utm = {"utm_source": "newsletter", "utm_campaign": f"c{i % 50}"} if i % 2 else {}
@@ -127,7 +128,7 @@ def _links(n: int, rng: random.Random):
         )
 
 
-def test_memory_per_link_stays_under_250_bytes():
+def test_memory_per_link_stays_under_250_bytes() -> None:
     """10k realistic links cost at most 250 bytes each (bench/link_memory.py measures 1M)."""
     rng = random.Random(1)
     gc.collect()
