@@ -14,7 +14,7 @@ not apply to them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 CLICK_DIMENSIONS = (
@@ -79,26 +79,25 @@ class EventFacts:
             is_click=False,
         )
 
+    dim_values: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once per event: each candidate subscription reads it, often several times.
+        values = {
+            "event_types": (self.type,),
+            "link_ids": (self.link_id,),
+            "domains": (self.domain,),
+            "tags": self.tags,
+            "campaigns": (self.campaign,) if self.campaign is not None else (),
+            "countries": (self.country,),
+            "device_types": (self.device_type,),
+            "referrer_classes": (self.referrer_class,),
+        }
+        object.__setattr__(self, "dim_values", values)
+
     def values(self, dimension: str) -> tuple[str, ...]:
         """Return the event's values along one filter dimension (empty when it has none)."""
-        match dimension:
-            case "event_types":
-                return (self.type,)
-            case "link_ids":
-                return (self.link_id,)
-            case "domains":
-                return (self.domain,)
-            case "tags":
-                return self.tags
-            case "campaigns":
-                return (self.campaign,) if self.campaign is not None else ()
-            case "countries":
-                return (self.country,)
-            case "device_types":
-                return (self.device_type,)
-            case "referrer_classes":
-                return (self.referrer_class,)
-        raise KeyError(dimension)
+        return self.dim_values[dimension]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +110,8 @@ class CompiledFilter:
     include_bots: bool
     bot_kinds: frozenset[str]
     min_trust: int | None
+    click_dims: tuple[str, ...] = ()  # the dimensions this subscription constrains for clicks
+    link_dims: tuple[str, ...] = ()  # ... and for link events
 
     @classmethod
     def from_subscription(cls, sub: Mapping[str, Any]) -> CompiledFilter:
@@ -133,6 +134,8 @@ class CompiledFilter:
             include_bots=bool(f.get("include_bots", False)),
             bot_kinds=frozenset(f.get("bot_kinds") or ()),
             min_trust=f.get("min_trust"),
+            click_dims=tuple(d for d in CLICK_DIMENSIONS if sets[d]),
+            link_dims=tuple(d for d in LINK_DIMENSIONS if sets[d]),
         )
 
     def passes_scalar_filters(self, event: EventFacts) -> bool:
@@ -152,84 +155,94 @@ def matches(sub: Mapping[str, Any] | CompiledFilter, event: EventFacts) -> bool:
     f = sub if isinstance(sub, CompiledFilter) else CompiledFilter.from_subscription(sub)
     if f.workspace_id != event.workspace_id:
         return False
-    for dim in CLICK_DIMENSIONS if event.is_click else LINK_DIMENSIONS:
-        allowed = f.sets[dim]
-        if allowed and allowed.isdisjoint(event.values(dim)):
+    values = event.dim_values
+    for dim in f.click_dims if event.is_click else f.link_dims:
+        if f.sets[dim].isdisjoint(values[dim]):
             return False
     return f.passes_scalar_filters(event)
 
 
-class _Workspace:
-    """Inverted indexes of one workspace's subscriptions, one per dimension."""
+# Most selective first: a subscription is filed under the first dimension it constrains in this
+# order, so an event only meets subscriptions that share its rarest value with it.
+_ANCHOR_ORDER = (
+    "link_ids",
+    "campaigns",
+    "tags",
+    "domains",
+    "referrer_classes",
+    "countries",
+    "device_types",
+    "event_types",
+)
 
-    __slots__ = ("filters", "free_click", "free_link", "need_click", "need_link", "postings")
+
+class _Postings:
+    """Subscriptions filed by their anchor dimension's values, for one event kind (click or link)."""
+
+    __slots__ = ("anchors", "by_dim", "dims", "free")
+
+    def __init__(self, dims: tuple[str, ...]) -> None:
+        self.dims = tuple(d for d in _ANCHOR_ORDER if d in dims)
+        self.by_dim: dict[str, dict[str, set[str]]] = {d: {} for d in self.dims}
+        self.anchors: dict[str, str | None] = {}
+        self.free: set[str] = set()  # constrains none of these dimensions: a candidate for every event
+
+    def add(self, f: CompiledFilter) -> None:
+        anchor = next((d for d in self.dims if f.sets[d]), None)
+        self.anchors[f.id] = anchor
+        if anchor is None:
+            self.free.add(f.id)
+            return
+        postings = self.by_dim[anchor]
+        for value in f.sets[anchor]:
+            postings.setdefault(value, set()).add(f.id)
+
+    def remove(self, f: CompiledFilter) -> None:
+        anchor = self.anchors.pop(f.id)
+        if anchor is None:
+            self.free.discard(f.id)
+            return
+        postings = self.by_dim[anchor]
+        for value in f.sets[anchor]:
+            ids = postings[value]
+            ids.discard(f.id)
+            if not ids:
+                del postings[value]
+
+    def candidates(self, event: EventFacts) -> set[str]:
+        found = set(self.free)
+        for dim in self.dims:
+            postings = self.by_dim[dim]
+            if postings:
+                for value in event.values(dim):
+                    found.update(postings.get(value, ()))
+        return found
+
+
+class _Workspace:
+    """One workspace's subscriptions with an inverted index per dimension, per event kind."""
+
+    __slots__ = ("click", "filters", "link")
 
     def __init__(self) -> None:
         self.filters: dict[str, CompiledFilter] = {}
-        self.postings: dict[str, dict[str, set[str]]] = {d: {} for d in CLICK_DIMENSIONS}
-        # How many dimensions a subscription constrains, for each event kind; 0 puts it in free_*.
-        self.need_click: dict[str, int] = {}
-        self.need_link: dict[str, int] = {}
-        self.free_click: set[str] = set()
-        self.free_link: set[str] = set()
+        self.click = _Postings(CLICK_DIMENSIONS)
+        # Link events ignore click-only dimensions, so their anchors are chosen without them.
+        self.link = _Postings(LINK_DIMENSIONS)
 
     def add(self, f: CompiledFilter) -> None:
         self.filters[f.id] = f
-        for dim, values in f.sets.items():
-            postings = self.postings[dim]
-            for value in values:
-                postings.setdefault(value, set()).add(f.id)
-        self.need_click[f.id] = n_click = sum(1 for d in CLICK_DIMENSIONS if f.sets[d])
-        self.need_link[f.id] = n_link = sum(1 for d in LINK_DIMENSIONS if f.sets[d])
-        if n_click == 0:
-            self.free_click.add(f.id)
-        if n_link == 0:
-            self.free_link.add(f.id)
+        self.click.add(f)
+        self.link.add(f)
 
     def remove(self, sub_id: str) -> None:
         f = self.filters.pop(sub_id)
-        for dim, values in f.sets.items():
-            postings = self.postings[dim]
-            for value in values:
-                ids = postings[value]
-                ids.discard(sub_id)
-                if not ids:
-                    del postings[value]
-        del self.need_click[sub_id], self.need_link[sub_id]
-        self.free_click.discard(sub_id)
-        self.free_link.discard(sub_id)
+        self.click.remove(f)
+        self.link.remove(f)
 
     def match(self, event: EventFacts) -> list[str]:
-        dims, need, free = (
-            (CLICK_DIMENSIONS, self.need_click, self.free_click)
-            if event.is_click
-            else (LINK_DIMENSIONS, self.need_link, self.free_link)
-        )
-        # Count, per subscription, the constrained dimensions the event satisfies; a subscription
-        # matches when every dimension it constrains is satisfied. Cost follows the postings touched,
-        # not the number of subscriptions.
-        hits: dict[str, int] = {}
-        for dim in dims:
-            postings = self.postings[dim]
-            if not postings:
-                continue
-            values = event.values(dim)
-            if len(values) == 1:
-                ids: Iterable[str] = postings.get(values[0], ())
-            else:
-                union: set[str] = set()
-                for value in values:
-                    union.update(postings.get(value, ()))
-                ids = union
-            for sid in ids:
-                hits[sid] = hits.get(sid, 0) + 1
-        out = [sid for sid in free if self.filters[sid].passes_scalar_filters(event)]
-        out.extend(
-            sid
-            for sid, count in hits.items()
-            if count == need[sid] and self.filters[sid].passes_scalar_filters(event)
-        )
-        return out
+        postings = self.click if event.is_click else self.link
+        return [sid for sid in postings.candidates(event) if matches(self.filters[sid], event)]
 
 
 class SubscriptionIndex:

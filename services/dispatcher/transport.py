@@ -41,7 +41,6 @@ class Exchange:
     raw_headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     truncated: bool
-    peer: str | None
     http_version: bytes
     reason: str
 
@@ -188,9 +187,6 @@ class VettedTransport(httpx.AsyncBaseTransport):
                 method, url, headers=headers, data=body, allow_redirects=False
             )
             try:
-                peer = None
-                if resp.connection is not None and resp.connection.transport is not None:
-                    peer = resp.connection.transport.get_extra_info("peername")
                 content = bytearray()
                 while len(content) < self._max_body:
                     chunk = await resp.content.read(self._max_body - len(content))
@@ -214,7 +210,6 @@ class VettedTransport(httpx.AsyncBaseTransport):
             raw_headers=resp.raw_headers,
             body=bytes(content),
             truncated=truncated,
-            peer=peer[0] if peer else None,
             http_version=b"HTTP/%d.%d" % (resp.version.major, resp.version.minor) if resp.version else b"",
             reason=resp.reason or "",
         )
@@ -237,7 +232,6 @@ class VettedTransport(httpx.AsyncBaseTransport):
         extensions: dict[str, Any] = {
             "http_version": got.http_version,
             "reason_phrase": got.reason.encode("latin-1", "replace"),
-            "network_peer": got.peer,
             "truncated": got.truncated,
         }
         return httpx.Response(

@@ -80,7 +80,7 @@ def brute_force(sub: dict[str, Any], e: EventFacts) -> bool:
     f = sub["filters"]
     if not sub["enabled"] or sub["workspace_id"] != e.workspace_id:
         return False
-    checks = [
+    checks: list[tuple[list[str], list[Any]]] = [
         (sub["event_types"], [e.type]),
         (f["link_ids"], [e.link_id]),
         (f["domains"], [e.domain]),
@@ -147,13 +147,25 @@ def test_index_follows_updates_and_removals(
 
 
 def _click(**over: Any) -> EventFacts:
-    base = {"workspace_id": "w1", "link_id": "l1", "domain": "A.co", "tags": ["t1"], "campaign": None,
-            "country": "us", "device_type": "mobile", "referrer_class": "email",
-            "is_bot": False, "bot_kind": "none", "trust_score": 80}
+    base = {
+        "workspace_id": "w1",
+        "link_id": "l1",
+        "domain": "A.co",
+        "tags": ["t1"],
+        "campaign": None,
+        "country": "us",
+        "device_type": "mobile",
+        "referrer_class": "email",
+        "is_bot": False,
+        "bot_kind": "none",
+        "trust_score": 80,
+    }
     return EventFacts.from_click({**base, **over})
 
 
-def _sub(sub_id: str = "s", workspace: str = "w1", types: list[str] | None = None, **filters: Any) -> dict[str, Any]:
+def _sub(
+    sub_id: str = "s", workspace: str = "w1", types: list[str] | None = None, **filters: Any
+) -> dict[str, Any]:
     return {"id": sub_id, "workspace_id": workspace, "event_types": types or [], "filters": filters}
 
 
@@ -182,8 +194,10 @@ def test_min_trust_and_case_normalisation() -> None:
 
 def test_link_events_skip_click_only_filters() -> None:
     """A country filter does not hold back link.created, while the event type filter still applies."""
-    index = SubscriptionIndex([_sub("links", types=["link.created"], countries=["DE"]), _sub("clicks", types=["click"])])
-    link = {"id": "l1", "workspace_id": "w1", "domain": "a.co", "tags": [], "campaign": None}
+    index = SubscriptionIndex(
+        [_sub("links", types=["link.created"], countries=["DE"]), _sub("clicks", types=["click"])]
+    )
+    link: dict[str, Any] = {"id": "l1", "workspace_id": "w1", "domain": "a.co", "tags": [], "campaign": None}
     assert index.match(EventFacts.from_link("link.created", link)) == ["links"]
     assert index.match(_click()) == ["clicks"]
 

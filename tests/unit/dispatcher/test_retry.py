@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -36,7 +36,8 @@ def test_other_statuses_retry(status: int) -> None:
     """Every other status is retried after the schedule's next wait."""
     outcome = classify(status, attempt=1, now=NOW, rng=_rng())
     assert (outcome.kind, outcome.error_class) == ("retry", "http_status")
-    assert outcome.delay_s is not None and 4.0 <= outcome.delay_s <= 6.0
+    assert outcome.delay_s is not None
+    assert 4.0 <= outcome.delay_s <= 6.0
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,8 @@ def test_retry_after_ignored_elsewhere_or_unparseable() -> None:
     """Retry-After on a 500, or an unparseable one on a 429, leaves the jittered schedule in charge."""
     for status, value in ((500, "120"), (429, "soon"), (429, "-5")):
         delay = classify(status, attempt=1, retry_after=value, now=NOW, rng=_rng()).delay_s
-        assert delay is not None and 4.0 <= delay <= 6.0
+        assert delay is not None
+        assert 4.0 <= delay <= 6.0
 
 
 def test_parse_retry_after_forms() -> None:

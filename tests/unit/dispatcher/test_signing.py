@@ -30,7 +30,9 @@ def test_spec_vector_signature() -> None:
 
 def test_spec_vector_signature_without_prefix() -> None:
     """A secret without the whsec_ prefix signs the same way, as the reference libraries accept."""
-    assert sign([SPEC_SECRET.removeprefix("whsec_")], SPEC_MSG_ID, SPEC_TIMESTAMP, SPEC_BODY) == SPEC_SIGNATURE
+    assert (
+        sign([SPEC_SECRET.removeprefix("whsec_")], SPEC_MSG_ID, SPEC_TIMESTAMP, SPEC_BODY) == SPEC_SIGNATURE
+    )
 
 
 def test_spec_vector_verifies_and_wrong_one_does_not() -> None:
@@ -38,12 +40,17 @@ def test_spec_vector_verifies_and_wrong_one_does_not() -> None:
     headers = {"webhook-id": SPEC_MSG_ID, "webhook-timestamp": str(SPEC_TIMESTAMP)}
     verify([SPEC_SECRET], {**headers, "webhook-signature": SPEC_SIGNATURE}, SPEC_BODY, now=SPEC_TIMESTAMP)
     with pytest.raises(SignatureError) as err:
-        verify([SPEC_SECRET], {**headers, "webhook-signature": SPEC_WRONG_SIGNATURE}, SPEC_BODY, now=SPEC_TIMESTAMP)
+        verify(
+            [SPEC_SECRET],
+            {**headers, "webhook-signature": SPEC_WRONG_SIGNATURE},
+            SPEC_BODY,
+            now=SPEC_TIMESTAMP,
+        )
     assert err.value.reason == "no_match"
 
 
 def test_reference_library_accepts_our_headers() -> None:
-    """standardwebhooks.Webhook(secret).verify accepts a body signed with our headers, for each rotated secret."""
+    """standardwebhooks.Webhook(secret).verify accepts our headers, for each secret of a rotation."""
     old, new = new_secret(), new_secret()
     body = b'{"id":"evt_1","type":"click","data":{}}'
     headers = signed_headers([new, old], "evt_1", int(time.time()), body)
@@ -69,9 +76,7 @@ def test_new_secret_shape() -> None:
     assert secret != new_secret()
 
 
-@pytest.mark.parametrize(
-    ("offset", "reason"), [(-301, "too_old"), (301, "too_new")], ids=["old", "new"]
-)
+@pytest.mark.parametrize(("offset", "reason"), [(-301, "too_old"), (301, "too_new")], ids=["old", "new"])
 def test_timestamp_outside_window_refused(offset: int, reason: str) -> None:
     """A correctly signed delivery whose timestamp is more than 5 minutes away is refused."""
     secret, now = new_secret(), 1_700_000_000
@@ -106,7 +111,9 @@ SECRET = new_secret()
     timestamp=st.integers(min_value=0, max_value=2**40),
     flip=st.integers(min_value=0),
 )
-def test_verify_of_sign_holds_and_a_flipped_byte_fails(body: bytes, msg_id: str, timestamp: int, flip: int) -> None:
+def test_verify_of_sign_holds_and_a_flipped_byte_fails(
+    body: bytes, msg_id: str, timestamp: int, flip: int
+) -> None:
     """verify(sign(x)) passes for any body, id and time, and fails once any one body byte is flipped."""
     headers = signed_headers([SECRET], msg_id, timestamp, body)
     verify([SECRET], headers, body, now=timestamp)
