@@ -95,7 +95,7 @@ class TopicTable(Generic[V]):
             self._loaded.set()
         while True:
             batches = await consumer.getmany(timeout_ms=self._fetch_wait_ms)
-            for tp, records in batches.items():
+            for records in batches.values():
                 for record in records:
                     self._apply(record.key, record.value, record.topic, record.partition, record.offset)
             if pending:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -45,7 +45,7 @@ async def admin_client(settings: CommonSettings, timeout_s: float | None = None)
 
 
 @contextlib.contextmanager
-def _quiet_connection_errors() -> Any:
+def _quiet_connection_errors() -> Iterator[None]:
     # While polling for readiness every refused connection is expected; aiokafka would log each
     # one at ERROR and bury the single line that says what is wrong.
     logger = logging.getLogger("aiokafka")
@@ -83,7 +83,8 @@ async def _connect(settings: CommonSettings, timeout_s: float, deadline: float) 
 async def wait_for_broker(settings: CommonSettings, timeout_s: float | None = None) -> dict[str, Any]:
     """Return cluster metadata once a broker answers; raise BrokerUnavailable after the deadline."""
     async with admin_client(settings, timeout_s) as admin:
-        return await admin.describe_cluster()
+        cluster: dict[str, Any] = await admin.describe_cluster()
+        return cluster
 
 
 def _specs(topics: Iterable[Topic] | None) -> list[TopicSpec]:
@@ -148,6 +149,8 @@ async def check_topics(settings: CommonSettings, topics: Iterable[Topic]) -> dic
             problems.append(f"{n} is missing")
             continue
         found[n] = len(entry["partitions"])
+        if found[n] < s.partitions:
+            problems.append(f"{n} has {found[n]} partitions, {s.partitions} declared")
     if problems:
         raise TopicsMissing(
             "; ".join(problems) + " (run `clickwire stack up` or create them from deploy/topics.toml)"

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # Popen objects of children this process started: kept so they are reaped (and not reported
 # by Python as "still running" when collected) while the child outlives the call that made it.
 _children: dict[int, subprocess.Popen[bytes]] = {}

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
@@ -59,6 +59,13 @@ class Secret:
         return bool(self._value)
 
 
+# Env has methods named str/int/float/bool/list; inside its body those names mean the methods.
+_Str: TypeAlias = str
+_Int: TypeAlias = int
+_Float: TypeAlias = float
+_Bool: TypeAlias = bool
+
+
 class Env:
     """Reads typed values from one environment mapping, naming the variable on every error."""
 
@@ -66,17 +73,17 @@ class Env:
     # and the docs are checked against it (tests/unit/test_compose.py).
     seen: set[str] = set()
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[_Str, _Str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
 
-    def _raw(self, name: str) -> str | None:
+    def _raw(self, name: _Str) -> _Str | None:
         Env.seen.add(name)
         value = self._env.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def _parse(self, name: str, default: T | None, expected: str, parse: Callable[[str], T]) -> T:
+    def _parse(self, name: _Str, default: T | None, expected: _Str, parse: Callable[[_Str], T]) -> T:
         raw = self._raw(name)
         if raw is None:
             if default is None:
@@ -87,20 +94,20 @@ class Env:
         except (ValueError, TypeError):
             raise SettingsError(name, raw, expected) from None
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def str(self, name: _Str, default: _Str | None = None) -> _Str:
         """A non-empty string, or the default; no default means required."""
         return self._parse(name, default, "a non-empty string", lambda s: s)
 
-    def optional_str(self, name: str) -> str | None:
+    def optional_str(self, name: _Str) -> _Str | None:
         """A string, or None when unset or empty."""
         return self._raw(name)
 
-    def int(self, name: str, default: int | None = None, *, lo: int | None = None, hi: int | None = None) -> int:
+    def int(self, name: _Str, default: _Int | None = None, *, lo: _Int | None = None, hi: _Int | None = None) -> _Int:
         """An integer within [lo, hi]."""
         bounds = f" between {lo} and {hi}" if lo is not None and hi is not None else (
             f" >= {lo}" if lo is not None else "")
 
-        def parse(s: str) -> int:
+        def parse(s: _Str) -> _Int:
             value = int(s, 10)
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 raise ValueError(s)
@@ -108,10 +115,10 @@ class Env:
 
         return self._parse(name, default, f"an integer{bounds}", parse)
 
-    def float(self, name: str, default: float | None = None, *, lo: float | None = None) -> float:
+    def float(self, name: _Str, default: _Float | None = None, *, lo: _Float | None = None) -> _Float:
         """A finite number >= lo."""
 
-        def parse(s: str) -> float:
+        def parse(s: _Str) -> _Float:
             value = float(s)
             if value != value or value in (float("inf"), float("-inf")) or (lo is not None and value < lo):
                 raise ValueError(s)
@@ -119,10 +126,10 @@ class Env:
 
         return self._parse(name, default, "a number" + (f" >= {lo}" if lo is not None else ""), parse)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: _Str, default: _Bool) -> _Bool:
         """A strict boolean: true/false, 1/0, yes/no, on/off."""
 
-        def parse(s: str) -> bool:
+        def parse(s: _Str) -> _Bool:
             low = s.lower()
             if low in _TRUE:
                 return True
@@ -132,17 +139,17 @@ class Env:
 
         return self._parse(name, default, "true or false", parse)
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: _Str, default: _Str, choices: tuple[_Str, ...]) -> _Str:
         """One of a fixed set of words (case-insensitive)."""
 
-        def parse(s: str) -> str:
+        def parse(s: _Str) -> _Str:
             if s.lower() not in choices:
                 raise ValueError(s)
             return s.lower()
 
         return self._parse(name, default, "one of " + ", ".join(choices), parse)
 
-    def secret(self, name: str, default: str | None = None) -> Secret:
+    def secret(self, name: _Str, default: _Str | None = None) -> Secret:
         """A secret string; never printed."""
         raw = self._raw(name)
         if raw is None:
@@ -151,14 +158,14 @@ class Env:
             return Secret(default)
         return Secret(raw)
 
-    def path(self, name: str, default: Path) -> Path:
+    def path(self, name: _Str, default: Path) -> Path:
         """A filesystem path (not checked for existence)."""
         return self._parse(name, default, "a path", lambda s: Path(s).expanduser())
 
-    def host_ports(self, name: str, default: str) -> tuple[str, ...]:
+    def host_ports(self, name: _Str, default: _Str) -> tuple[_Str, ...]:
         """A comma-separated list of host:port."""
 
-        def parse(s: str) -> tuple[str, ...]:
+        def parse(s: _Str) -> tuple[_Str, ...]:
             items = tuple(p.strip() for p in s.split(",") if p.strip())
             if not items:
                 raise ValueError(s)
@@ -170,7 +177,7 @@ class Env:
 
         return self._parse(name, parse(default), "host:port[,host:port...] (e.g. 127.0.0.1:9092)", parse)
 
-    def url(self, name: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    def url(self, name: _Str, schemes: tuple[_Str, ...] = ("http", "https")) -> _Str | None:
         """An absolute URL with one of the schemes, or None when unset."""
         raw = self._raw(name)
         if raw is None:
@@ -180,15 +187,15 @@ class Env:
             raise SettingsError(name, raw, f"a URL like {schemes[0]}://host:port")
         return raw
 
-    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    def networks(self, name: _Str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """A comma-separated list of CIDR networks, empty when unset."""
 
-        def parse(s: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        def parse(s: _Str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
             return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in s.split(",") if p.strip())
 
         return self._parse(name, (), "comma-separated CIDRs like 127.0.0.1/32,10.0.0.0/8", parse)
 
-    def list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def list(self, name: _Str, default: tuple[_Str, ...] = ()) -> tuple[_Str, ...]:
         """A comma-separated list of words."""
         raw = self._raw(name)
         if raw is None:

@@ -33,7 +33,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_stack_up_twice_status_and_down(stack_env: dict[str, str]) -> None:
-    """`stack up` starts a healthy broker with every topic and migration; a second `up` changes nothing; `down` leaves no process."""
+    """`stack up` gives a healthy broker, topics and migrations; a second `up` changes nothing; `down` stops it."""
     first = run_cli(stack_env, "stack", "up")
     assert first.returncode == 0, first.stderr
     home = Path(stack_env["CLICKWIRE_HOME"])
