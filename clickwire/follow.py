@@ -76,6 +76,9 @@ class TopicTable(Generic[V]):
         await consumer.start()
         partitions = consumer.partitions_for_topic(self._topic)
         if not partitions:
+            # A consumer without a subscription starts with no topic metadata at all: ask for it.
+            partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(self._topic)
+        if not partitions:
             await consumer.stop()
             raise RuntimeError(f"topic {self._topic} has no partitions (does it exist?)")
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]

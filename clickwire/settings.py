@@ -253,6 +253,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "clickwire.settings:CommonSettings",
     "clickwire.stack:StackSettings",
     "services.api.settings:ApiSettings",
+    "services.api.webhooks:WebhookApiSettings",
     "services.redirector.settings:RedirectorSettings",
     "services.enricher.settings:EnricherSettings",
     "services.sink.settings:SinkSettings",

@@ -15,17 +15,27 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
+import orjson
 from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel, StringConstraints
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from clickwire.codec import codec_for
 from clickwire.codes import new_code
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
+from services.api.body import STRICT, openapi_schemas, read_json, validate
+from services.api.problems import Problem, problem_ref
 
-TOKEN_PREFIX = "cw_"
+if TYPE_CHECKING:
+    from services.api.context import ApiContext
+
+TOKEN_PREFIX = "cw_"  # noqa: S105 (a public marker that makes leaked tokens greppable, not a secret)
 WORKSPACE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 _TOKEN_RE = re.compile(r"cw_([A-Za-z0-9]{16})\.([A-Za-z0-9]{40})", re.ASCII)
 
@@ -119,3 +129,89 @@ def decode_key(common: CommonSettings) -> Callable[[bytes], ApiKey]:
         return ApiKey.from_avro(codec.decode(raw))
 
     return decode
+
+
+# ---- /v1/keys: a workspace manages its own keys with an existing one ------------------------------
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    """The API representation of a key (never the hash)."""
+    created = datetime.fromtimestamp(key.created_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return {"id": key.id, "workspace_id": key.workspace_id, "name": key.name,
+            "created_at": created.replace("+00:00", "Z"), "revoked": key.revoked}
+
+
+class KeyCreate(BaseModel):
+    """A new key for the caller's workspace."""
+
+    model_config = STRICT
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+async def _list_keys(request: Request) -> Response:
+    ctx: ApiContext = request.app.state.ctx
+    workspace = await ctx.authenticate(request)
+    keys = sorted((k for _, k in ctx.keys.items() if k.workspace_id == workspace), key=lambda k: k.created_ms)
+    return Response(orjson.dumps({"data": [key_json(k) for k in keys]}), media_type="application/json")
+
+
+async def _create_key(request: Request) -> Response:
+    ctx: ApiContext = request.app.state.ctx
+    workspace = await ctx.authenticate(request)
+    body = validate(KeyCreate, await read_json(request, ctx.settings.max_body_bytes))
+    key, token = new_key(workspace, body.name)
+    await publish_key(ctx.common, ctx.producer, key)
+    return Response(orjson.dumps({**key_json(key), "token": token}), status_code=201,
+                    media_type="application/json")
+
+
+async def _revoke_key(request: Request) -> Response:
+    ctx: ApiContext = request.app.state.ctx
+    workspace = await ctx.authenticate(request)
+    key = ctx.keys.get(request.path_params["key_id"])
+    if key is None or key.workspace_id != workspace:
+        raise Problem(404, "not_found", "no such key in this workspace")
+    if not key.revoked:
+        await publish_key(ctx.common, ctx.producer, revoked(key))
+    return Response(status_code=204)
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    """The /v1/keys routes."""
+    return [
+        Route("/v1/keys", _list_keys, methods=["GET"]),
+        Route("/v1/keys", _create_key, methods=["POST"]),
+        Route("/v1/keys/{key_id}", _revoke_key, methods=["DELETE"]),
+    ]
+
+
+_KEY_SCHEMA = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "workspace_id": {"type": "string"}, "name": {"type": "string"},
+                   "created_at": {"type": "string", "format": "date-time"}, "revoked": {"type": "boolean"},
+                   "token": {"type": "string", "description": "Only in the creation response."}},
+}
+OPENAPI_SCHEMAS: dict[str, Any] = {**openapi_schemas(KeyCreate), "ApiKey": _KEY_SCHEMA}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/keys": {
+        "get": {"operationId": "listKeys", "tags": ["keys"], "security": [{"bearer": []}],
+                "summary": "List the workspace's API keys (never the secrets)",
+                "responses": {"200": {"description": "Keys.", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"data": {"type": "array",
+                                                              "items": {"$ref": "#/components/schemas/ApiKey"}}}}}}},
+                    "401": problem_ref("Missing or invalid API key.")}},
+        "post": {"operationId": "createKey", "tags": ["keys"], "security": [{"bearer": []}],
+                 "summary": "Create another key for the workspace; the token is shown once",
+                 "requestBody": {"content": {"application/json": {"schema": {
+                     "$ref": "#/components/schemas/KeyCreate"}}}},
+                 "responses": {"201": {"description": "The key with its token.", "content": {
+                     "application/json": {"schema": {"$ref": "#/components/schemas/ApiKey"}}}},
+                     "401": problem_ref("Missing or invalid API key."), "422": problem_ref("Invalid body.")}},
+    },
+    "/v1/keys/{key_id}": {
+        "delete": {"operationId": "revokeKey", "tags": ["keys"], "security": [{"bearer": []}],
+                   "summary": "Revoke a key of the workspace",
+                   "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                   "responses": {"204": {"description": "Revoked."}, "404": problem_ref("No such key."),
+                                 "401": problem_ref("Missing or invalid API key.")}},
+    },
+}

@@ -11,7 +11,9 @@ from pathlib import Path
 from clickwire.destinations import DEFAULT_BLOCKLIST_PATH
 from clickwire.settings import CommonSettings, Env, SettingsError
 
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:\d{1,5})?$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+# Lower-case ASCII host names, optionally with a port (clk.localhost:8080 in development).
+_DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}(:|$)){_LABEL}(\.{_LABEL})*(:\d{{1,5}})?$")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""The router: enriched clicks and link changes -> one outbox record per matching subscription.
+
+Consumer group ``clickwire-router`` on ``clicks.enriched`` and ``links``. Each event is serialized
+once (services.dispatcher.payload) and written to ``webhooks.outbox`` keyed by subscription id, so
+the outbox's order per subscription is the order the router saw the events in. Input offsets are
+committed only after every outbox record of the batch is acknowledged: a crash re-routes at most the
+uncommitted batch, and the deliveries carry the same event ids (receivers dedupe by webhook-id).
+
+Link events: a record whose ``created_ms == updated_ms`` is ``link.created``, any other value
+``link.updated``, and a tombstone ``link.deleted``. A tombstone has no value, so the router follows
+the links topic in a table of raw values and remembers recently deleted ones to describe the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+from prometheus_client import Counter
+
+from clickwire.codec import CodecError, codec_for
+from clickwire.deadletter import DeadLetters, InvalidMessage
+from clickwire.follow import TopicTable
+from clickwire.kafka import make_consumer
+from clickwire.settings import CommonSettings
+from clickwire.topics import Topic, name
+from services.dispatcher.filters import EventFacts
+from services.dispatcher.payload import Event, click_event, link_event
+from services.dispatcher.subscriptions import Subscriptions
+
+log = structlog.get_logger(__name__)
+
+ROUTED = Counter("clickwire_router_events_total", "Events routed, by type", ["type"])
+OUTBOX = Counter("clickwire_router_deliveries_total", "Outbox records written")
+GRAVEYARD_MAX = 100_000  # deleted links remembered for link.deleted events still to route
+
+
+class Router:
+    """Routes clicks and link events to the outbox for every matching subscription."""
+
+    def __init__(self, common: CommonSettings, subs: Subscriptions, producer: AIOKafkaProducer) -> None:
+        prefix = common.topic_prefix
+        self._common = common
+        self._subs = subs
+        self._producer = producer
+        self.clicks_topic = name(Topic.CLICKS_ENRICHED, prefix)
+        self.links_topic = name(Topic.LINKS, prefix)
+        self._outbox = name(Topic.WEBHOOK_OUTBOX, prefix)
+        self.group_id = f"{prefix}clickwire-router"
+        self._click_codec = codec_for(Topic.CLICKS_ENRICHED, common.schema_registry_url)
+        self._link_codec = codec_for(Topic.LINKS, common.schema_registry_url)
+        self._outbox_codec = codec_for(Topic.WEBHOOK_OUTBOX, common.schema_registry_url)
+        self._dead_letters = DeadLetters(common, producer, "router")
+        # Raw Avro values, decoded on use: a few hundred bytes per link instead of a dict.
+        self.links: TopicTable[bytes] = TopicTable(common, Topic.LINKS, bytes, on_change=self._link_changed)
+        self._graveyard: OrderedDict[str, bytes] = OrderedDict()
+        self.routed = 0
+        self.written = 0
+
+    def _link_changed(self, key: str, old: bytes | None, new: bytes | None) -> None:
+        if new is None and old is not None:
+            self._graveyard[key] = old
+            if len(self._graveyard) > GRAVEYARD_MAX:
+                self._graveyard.popitem(last=False)
+
+    def health(self) -> dict[str, object]:
+        """The router's state for /health."""
+        return {"routed": self.routed, "written": self.written, "links": len(self.links)}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Route until ``stop`` is set; every batch is committed after its outbox writes are acknowledged."""
+        await self.links.start()
+        await self.links.wait_loaded(60)
+        consumer = make_consumer(self._common, self.clicks_topic, self.links_topic, group_id=self.group_id)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=2000)
+                if not batches:
+                    continue
+                acks: list[asyncio.Future[Any]] = []
+                offsets: dict[TopicPartition, int] = {}
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._route(record, acks)
+                    offsets[tp] = records[-1].offset + 1
+                if acks:
+                    await asyncio.gather(*acks)
+                await consumer.commit(offsets)
+        finally:
+            await consumer.stop()
+            await self.links.stop()
+
+    async def _route(self, record: Any, acks: list[asyncio.Future[Any]]) -> None:
+        try:
+            if record.topic == self.clicks_topic:
+                click = self._click_codec.decode(record.value)
+                facts: EventFacts | None = EventFacts.from_click(click)
+                matched = self._subs.match(facts) if facts is not None else []
+                # Most clicks match nobody: the body is built only for those that do.
+                event = self._click_event(click) if matched else None
+            else:
+                event, facts = self._link(record)
+                matched = self._subs.match(facts) if facts is not None else []
+        except (CodecError, KeyError, TypeError, ValueError) as exc:
+            await self._dead_letters.send(InvalidMessage(
+                record.topic, record.partition, record.offset, record.key, record.value or b"",
+                type(exc).__name__, str(exc)))
+            return
+        if event is None:
+            return
+        self.routed += 1
+        ROUTED.labels(event.type).inc()
+        for sub_id in matched:
+            delivery = {"event_id": event.id, "subscription_id": sub_id, "event_type": event.type,
+                        "created_ms": event.created_ms, "body": event.body, "attempt": 0, "not_before_ms": 0}
+            acks.append(await self._producer.send(self._outbox, self._outbox_codec.encode(delivery),
+                                                  key=sub_id.encode()))
+            self.written += 1
+            OUTBOX.inc()
+
+    def _click_event(self, click: dict[str, Any]) -> Event:
+        raw_link = self.links.get(f"{click['domain']}/{click['code']}")
+        link = self._link_codec.decode(raw_link) if raw_link is not None else None
+        return click_event(click, link)
+
+    def _link(self, record: Any) -> tuple[Event | None, EventFacts | None]:
+        key = record.key.decode() if record.key is not None else None
+        if record.value is None:
+            if key is None:
+                return None, None
+            raw = self._graveyard.pop(key, None) or self.links.get(key)
+            if raw is None:
+                log.warning("link deleted before the router knew it; no link.deleted event", key=key)
+                return None, None
+            link = self._link_codec.decode(raw)
+            at_ms = record.timestamp if record.timestamp and record.timestamp > 0 else int(time.time() * 1000)
+            event_type = "link.deleted"
+            event = link_event(event_type, link, at_ms=at_ms)
+        else:
+            link = self._link_codec.decode(record.value)
+            event_type = "link.created" if link["created_ms"] == link["updated_ms"] else "link.updated"
+            event = link_event(event_type, link)
+        return event, EventFacts.from_link(event_type, link)

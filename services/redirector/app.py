@@ -1,0 +1,239 @@
+"""The redirect hot path: an RSGI app (granian) answering GET/HEAD /{code} by Host.
+
+Per request: check sizes and the code's syntax, find the link by (host, code), `decide()` the
+answer, send it, then hand one raw click to the publisher (which never waits for Kafka). Every
+answer on a served domain and a well-formed code is a click, including 404 (an orphan click with
+link_id "") and pages; each carries its click id in ``X-Click-Id`` so a client (and the
+broker-outage test) can tell which clicks it was answered for.
+
+Operational endpoints live under ``/_/``, which can never be a short code ('/' is not in the code
+alphabet): ``GET /_/health`` (JSON, 200 while serving) and ``GET /_/metrics`` (Prometheus).
+
+Bad input is always a 4xx, never a 5xx: 414 for a path or query over 2 KiB / 4 KiB, 400 for a code
+with characters outside [A-Za-z0-9_-] (control characters, '..', '%2F', extra '/'), 400 for a
+header that is not valid text or is longer than 4 KiB, 421 for a Host this redirector does not
+serve, 405 for other methods. Oversized header blocks are refused by granian itself (431/400).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import orjson
+from prometheus_client import Counter
+from uuid_utils import uuid7
+
+from clickwire.codes import valid_code
+from clickwire.observability import metrics_response
+from services.redirector.decide import RequestFacts, country_from_header, decide
+from services.redirector.publisher import ClickPublisher
+from services.redirector.table import LinkTable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_PATH: Final = 2048
+MAX_QUERY: Final = 4096
+MAX_HEADER: Final = 4096
+INTERNAL_PREFIX: Final = "/_/"
+_TEXT: Final = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")]
+_HOST_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-[]:")
+
+REQUESTS = Counter("clickwire_redirector_requests_total", "Answers by status class", ["status"])
+REFUSED = Counter("clickwire_redirector_refused_total", "Requests refused as bad input", ["reason"])
+
+
+def normalize_host(raw: str | None) -> str | None:
+    """Return the lower-case host without port or trailing dot, or None when it is not a hostname."""
+    if not raw or len(raw) > 255:
+        return None
+    host = raw.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        if end == -1:
+            return None
+        host = host[: end + 1]
+    else:
+        host = host.rsplit(":", 1)[0] if ":" in host else host
+    host = host.rstrip(".")
+    if not host or not _HOST_CHARS.issuperset(host):
+        return None
+    return host
+
+
+def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = value.strip().strip('"')
+    if value.startswith("["):
+        value = value[1:value.find("]")] if "]" in value else ""
+    elif value.count(":") == 1:  # IPv4 with a port
+        value = value.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def client_ip(peer: str, forwarded_for: str | None, forwarded: str | None,
+              trusted: Sequence[Network]) -> str:
+    """The client address: the peer, or, behind a trusted proxy, the nearest untrusted forwarded hop."""
+    peer_ip = _parse_ip(peer)
+    if peer_ip is None or not trusted or not any(peer_ip in net for net in trusted):
+        return str(peer_ip) if peer_ip is not None else peer
+    hops: list[str] = []
+    if forwarded:
+        # RFC 7239: Forwarded: for=192.0.2.43, for="[2001:db8::1]:4711";proto=https
+        for element in forwarded.split(","):
+            for pair in element.split(";"):
+                key, _, value = pair.strip().partition("=")
+                if key.lower() == "for":
+                    hops.append(value)
+    elif forwarded_for:
+        hops = forwarded_for.split(",")
+    # Walk from the nearest hop outwards; the first address not one of our proxies is the client.
+    for hop in reversed(hops):
+        ip = _parse_ip(hop)
+        if ip is None:
+            break
+        if not any(ip in net for net in trusted):
+            return str(ip)
+    return str(peer_ip)
+
+
+def _peer(client: str) -> str:
+    # RSGI gives "ip:port" ("[::1]:port" style or bare "::1:port" for IPv6).
+    if client.startswith("["):
+        return client[1:client.find("]")]
+    return client.rsplit(":", 1)[0] if client.count(":") == 1 else client.rpartition(":")[0] or client
+
+
+class RedirectApp:
+    """The RSGI application: redirects, pages, click hand-over, /_/health and /_/metrics."""
+
+    def __init__(self, table: LinkTable, counts: dict[str, int], *, instance_id: str,
+                 publisher: ClickPublisher | None, domains: tuple[str, ...] = (),
+                 served_domain: Callable[[str], bool] | None = None,
+                 trusted_proxies: tuple[Network, ...] = (), trust_country_header: bool = False,
+                 health: Callable[[], dict[str, Any]] | None = None) -> None:
+        self._table = table
+        self._counts = counts
+        self._instance = instance_id
+        self._submit = publisher.submit if publisher is not None else None
+        self._domains = frozenset(domains)
+        self._served = served_domain
+        self._trusted = trusted_proxies
+        self._trust_country = trust_country_header
+        self._health = health or (lambda: {"ok": True})
+
+    def _serves(self, host: str) -> bool:
+        if self._domains:
+            return host in self._domains
+        return self._served(host) if self._served is not None else True
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        """Answer one HTTP request."""
+        if scope.proto != "http":
+            return
+        path: str = scope.path
+        query: str = scope.query_string
+        if len(path) > MAX_PATH or len(query) > MAX_QUERY:
+            return self._refuse(proto, 414, "uri_too_long", "URI too long\n")
+        if path.startswith(INTERNAL_PREFIX):
+            return self._internal(path, scope.method, proto)
+        method: str = scope.method
+        if method != "GET" and method != "HEAD":
+            REFUSED.labels("method").inc()
+            proto.response_str(405, [*_TEXT, ("allow", "GET, HEAD")], "method not allowed\n")
+            return None
+        code = path[1:]
+        if not valid_code(code):
+            return self._refuse(proto, 400 if code else 404, "bad_code", "not a short link\n")
+        headers = scope.headers
+        try:
+            host = normalize_host(headers.get("host") or scope.authority)
+            user_agent: str = headers.get("user-agent", "")
+            referer: str | None = headers.get("referer")
+            accept_language: str | None = headers.get("accept-language")
+            purpose: str | None = headers.get("sec-purpose") or headers.get("purpose")
+            ch_ua: str | None = headers.get("sec-ch-ua")
+            ch_mobile: str | None = headers.get("sec-ch-ua-mobile")
+            ch_platform: str | None = headers.get("sec-ch-ua-platform")
+        except (UnicodeDecodeError, ValueError):
+            return self._refuse(proto, 400, "bad_header", "header is not valid UTF-8\n")
+        if host is None:
+            return self._refuse(proto, 400, "bad_host", "missing or malformed Host\n")
+        if not self._serves(host):
+            return self._refuse(proto, 421, "unknown_host", "this host is not served here\n")
+        if (len(user_agent) > MAX_HEADER or (referer is not None and len(referer) > MAX_HEADER)
+                or (accept_language is not None and len(accept_language) > MAX_HEADER)):
+            return self._refuse(proto, 400, "header_too_long", "header too long\n")
+
+        country = None
+        if self._trust_country:
+            country = country_from_header(headers.get("cf-ipcountry"))
+        link = self._table.lookup(host, code)
+        now_ms = time.time_ns() // 1_000_000
+        facts = RequestFacts(method, user_agent, referer, accept_language, query, country,
+                             ch_mobile, ch_platform)
+        decision = decide(link, facts, now_ms, self._counts)
+        click_id = str(uuid7())
+        out = [*decision.headers, ("x-click-id", click_id)]
+        if decision.body is None or method == "HEAD":
+            proto.response_empty(decision.status, out)
+        else:
+            proto.response_bytes(decision.status, out, decision.body)
+
+        if self._submit is not None:
+            peer = _peer(scope.client)
+            ip = client_ip(peer, headers.get("x-forwarded-for"), headers.get("forwarded"),
+                           self._trusted) if self._trusted else peer
+            self._submit(
+                link.link_id.encode() if link is not None else b"",
+                {
+                    "click_id": click_id,
+                    "ts_ms": now_ms,
+                    "link_id": link.link_id if link is not None else "",
+                    "workspace_id": link.workspace_id if link is not None else "",
+                    "domain": host,
+                    "code": code,
+                    "method": method,
+                    "client_ip": ip,
+                    "user_agent": user_agent,
+                    "referer": referer,
+                    "accept_language": accept_language,
+                    "purpose": purpose,
+                    "ch_ua": ch_ua,
+                    "ch_ua_mobile": ch_mobile,
+                    "ch_ua_platform": ch_platform,
+                    "query": query,
+                    "qr": "qr=" in query and _is_qr(query),
+                    "status": decision.status,
+                    "destination": decision.location,
+                    "redirector_id": self._instance,
+                },
+            )
+        return None
+
+    def _refuse(self, proto: Any, status: int, reason: str, text: str) -> None:
+        REFUSED.labels(reason).inc()
+        proto.response_str(status, _TEXT, text)
+
+    def _internal(self, path: str, method: str, proto: Any) -> None:
+        if method not in ("GET", "HEAD"):
+            proto.response_str(405, [*_TEXT, ("allow", "GET, HEAD")], "method not allowed\n")
+        elif path == "/_/health":
+            detail = self._health()
+            proto.response_bytes(200 if detail.get("ok", True) else 503,
+                                 [("content-type", "application/json"), ("cache-control", "no-store")],
+                                 orjson.dumps(detail))
+        elif path == "/_/metrics":
+            body, ctype = metrics_response()
+            proto.response_bytes(200, [("content-type", ctype)], body)
+        else:
+            proto.response_str(404, _TEXT, "not found\n")
+
+
+def _is_qr(query: str) -> bool:
+    """True when the query has qr=1 (the parameter QR codes printed by clickwire carry)."""
+    return any(part == "qr=1" for part in query.split("&"))

@@ -1,0 +1,306 @@
+"""The click publisher: the response path hands a click over and never waits for Kafka.
+
+``submit()`` appends the click to an in-memory deque (O(1), no I/O). One background task takes what
+has accumulated, Avro-encodes it, groups it by partition (the Java client's murmur2 of the link id,
+so per-link order holds and other producers agree) and sends one batch per partition through an
+idempotent ``acks=all`` zstd producer, awaiting the acks before the next send: a send never has
+more than one batch per partition in flight, so a failure is always attributable.
+
+When a send fails (broker unreachable: aiokafka expires the batch after ``request_timeout_ms``), the
+failed records go to the disk :class:`Spool`, and so does everything queued after them until the
+spool has been replayed, in order, through the same producer; only then do clicks go straight to
+Kafka again. When the deque is full (``queue_max``) a click is encoded and spooled on the spot.
+
+Ordering caveat: a click spooled because the deque was full can land in the spool before older
+clicks still in the deque. Per-link order is otherwise kept, including across outages.
+
+Exactly once on the topic: the producer is idempotent, so its own retries during a broker restart
+never duplicate. A record is spooled only after aiokafka gave up on it; a batch the broker wrote
+but whose acknowledgement was lost in the crash would be published again (downstream sinks
+deduplicate by click id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from prometheus_client import Counter, Gauge, Histogram
+
+from clickwire.codec import codec_for
+from clickwire.kafka import make_producer
+from clickwire.logs import RateLimited
+from clickwire.settings import CommonSettings
+from clickwire.topics import Topic, name
+from services.redirector.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+PUBLISHED = Counter("clickwire_redirector_published_total", "Clicks acknowledged by Kafka")
+SEND_FAILED = Counter("clickwire_redirector_send_failures_total", "Clicks whose send failed (then spooled)")
+QUEUED = Gauge("clickwire_redirector_queue_depth", "Clicks waiting in memory for the publisher")
+BROKER_UP = Gauge("clickwire_redirector_broker_up", "1 when the last send or replay succeeded")
+SEND_SECONDS = Histogram("clickwire_redirector_send_seconds", "Time from send to acks for one round",
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30))
+
+Record = tuple[bytes, bytes]
+RETRY_S: Final = 0.25
+FLUSH_S: Final = 0.02
+_PARTITION_CACHE_MAX: Final = 200_000
+
+
+class ClickPublisher:
+    """Queues raw clicks and publishes them in batches; spools to disk what Kafka cannot take."""
+
+    def __init__(self, common: CommonSettings, spool: Spool, *, queue_max: int = 100_000,
+                 batch_max: int = 2000, request_timeout_ms: int = 5000,
+                 producer_factory: Callable[..., AIOKafkaProducer] = make_producer) -> None:
+        self._common = common
+        self._spool = spool
+        self._queue: collections.deque[tuple[bytes, dict[str, Any]]] = collections.deque()
+        self._queue_max = queue_max
+        self._batch_max = batch_max
+        self._topic = name(Topic.CLICKS_RAW, common.topic_prefix)
+        self._encode = codec_for(Topic.CLICKS_RAW, common.schema_registry_url).encode
+        self._request_timeout_ms = request_timeout_ms
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: list[int] = []
+        self._partition_of: dict[bytes, int] = {}
+        self._wake = asyncio.Event()
+        self._idle = False
+        self._stopping = False
+        self._deadline = float("inf")
+        self._healthy = False
+        self._replay: tuple[list[Record], int] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._limiter = RateLimited(5.0)
+        self.published = 0
+        self.overflowed = 0
+
+    # -- the response path -------------------------------------------------------------------
+
+    def submit(self, key: bytes, click: dict[str, Any]) -> None:
+        """Hand one raw click over for publishing; never blocks, never raises for a full queue."""
+        if len(self._queue) >= self._queue_max:
+            # Encoding here costs ~10 us, only while the publisher is this far behind.
+            self.overflowed += 1
+            self._spool.append(key, self._encode(click))
+            return
+        self._queue.append((key, click))
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background sender (the producer connects there, so a down broker is fine)."""
+        self._task = asyncio.create_task(self._run(), name="click-publisher")
+        self._flusher = asyncio.create_task(self._flush_loop(), name="spool-flusher")
+
+    async def stop(self, drain_s: float) -> None:
+        """Publish what is queued and spooled within `drain_s`; spool whatever is left; stop."""
+        self._stopping = True
+        self._deadline = time.monotonic() + drain_s
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception as exc:  # the task already logged; leftovers are spooled below
+                log.error("publisher failed while draining", error=repr(exc))
+        self._spool_queue()
+        if self._replay is not None:
+            # Some of this chunk was published: move the rest to the end of the spool so the
+            # next start does not publish the published part again.
+            records, offset = self._replay
+            for key, value in records:
+                self._spool.append(key, value)
+            await self._spool.commit(offset)
+            self._replay = None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._spool.flush()
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self._producer.stop()
+        log.info("publisher stopped", published=self.published, left_in_spool_bytes=self._spool.unread)
+
+    @property
+    def queued(self) -> int:
+        """Clicks waiting in memory."""
+        return len(self._queue)
+
+    @property
+    def healthy(self) -> bool:
+        """True when the last send to Kafka succeeded."""
+        return self._healthy
+
+    # -- the sender --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            QUEUED.set(len(self._queue))
+            if self._stopping and (
+                time.monotonic() >= self._deadline or (not self._queue and not self._spool.unread)
+            ):
+                return
+            if self._producer is None and not await self._connect():
+                self._spool_queue()
+                await self._pause(RETRY_S)
+                continue
+            if self._spool.unread:
+                # Everything newer than the spool goes behind it, so order holds.
+                self._spool_queue()
+                if not await self._replay_chunk():
+                    await self._pause(RETRY_S)
+                continue
+            if not self._queue:
+                self._idle = True
+                await self._pause(0.1)
+                continue
+            batch = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
+            records = [(key, self._encode(click)) for key, click in batch]
+            failed = await self._send(records)
+            if failed:
+                for key, value in failed:
+                    self._spool.append(key, value)
+                await self._spool.flush()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _connect(self) -> bool:
+        producer = self._producer_factory(self._common, request_timeout_ms=self._request_timeout_ms,
+                                          linger_ms=1)
+        try:
+            await asyncio.wait_for(producer.start(), self._request_timeout_ms / 1000)
+            partitions = await asyncio.wait_for(producer.partitions_for(self._topic),
+                                                self._request_timeout_ms / 1000)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            self._set_health(False, exc)
+            return False
+        self._producer = producer
+        self._partitions = sorted(partitions)
+        log.info("publisher connected", topic=self._topic, partitions=len(self._partitions))
+        return True
+
+    def _partition(self, key: bytes) -> int:
+        p = self._partition_of.get(key)
+        if p is None:
+            # The Java client's DefaultPartitioner, so every producer puts a link on one partition.
+            p = (murmur2(key) & 0x7FFFFFFF) % len(self._partitions)
+            if len(self._partition_of) >= _PARTITION_CACHE_MAX:
+                self._partition_of.clear()
+            self._partition_of[key] = p
+        return p
+
+    async def _send(self, records: list[Record]) -> list[Record]:
+        """Send records, one batch per partition at a time; return those Kafka did not take."""
+        assert self._producer is not None
+        producer = self._producer
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(self._partition(record[0]), []).append(record)
+        started = time.perf_counter()
+        pending: list[tuple[asyncio.Future[Any], list[Record]]] = []
+        failed: list[Record] = []
+        error: BaseException | None = None
+        for partition, items in by_partition.items():
+            i = 0
+            while i < len(items):
+                batch = producer.create_batch()
+                first = i
+                while i < len(items) and batch.append(key=items[i][0], value=items[i][1], timestamp=None):
+                    i += 1
+                if i == first:  # a single record larger than a batch: let it fail loudly
+                    i += 1
+                chunk = items[first:i]
+                try:
+                    fut = await producer.send_batch(batch, self._topic, partition=partition)
+                except (KafkaError, OSError) as exc:
+                    failed.extend(chunk)
+                    error = exc
+                    continue
+                pending.append((fut, chunk))
+        for fut, chunk in pending:
+            try:
+                await fut
+                self.published += len(chunk)
+                PUBLISHED.inc(len(chunk))
+            except (KafkaError, OSError) as exc:
+                failed.extend(chunk)
+                error = exc
+        SEND_SECONDS.observe(time.perf_counter() - started)
+        if failed:
+            SEND_FAILED.inc(len(failed))
+            await self._discard_producer()
+        self._set_health(not failed, error)
+        return failed
+
+    async def _discard_producer(self) -> None:
+        # aiokafka keeps counting sequence numbers for batches that expired unsent, so after a
+        # failure the broker would refuse every later batch (OutOfOrderSequence). A new producer
+        # gets a new producer id and starts its sequences afresh.
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self._request_timeout_ms / 1000)
+
+    async def _replay_chunk(self) -> bool:
+        """Publish the next spooled chunk (or what failed of it last time); True when all of it went."""
+        if self._replay is None:
+            records, offset = await self._spool.read_chunk()
+            if not records:
+                return True
+            self._replay = (records, offset)
+        records, offset = self._replay
+        failed = await self._send(records)
+        if failed:
+            self._replay = (failed, offset)
+            return False
+        self._replay = None
+        await self._spool.commit(offset)
+        if not self._spool.unread:
+            log.info("spool replayed", published=self.published)
+        return True
+
+    def _spool_queue(self) -> None:
+        while self._queue:
+            key, click = self._queue.popleft()
+            self._spool.append(key, self._encode(click))
+
+    async def _flush_loop(self) -> None:
+        # fsync in small batches, off the response path.
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            try:
+                await self._spool.flush()
+            except OSError as exc:
+                if self._limiter.allow("flush"):
+                    log.error("spool write failed", error=repr(exc))
+
+    def _set_health(self, ok: bool, error: BaseException | None) -> None:
+        if ok != self._healthy:
+            if ok:
+                log.info("broker reachable, publishing", topic=self._topic)
+            else:
+                log.warning("broker unreachable, spooling clicks to disk", topic=self._topic,
+                            error=repr(error), spool=str(self._spool.path))
+        self._healthy = ok
+        BROKER_UP.set(1 if ok else 0)

@@ -1,0 +1,1 @@
+"""Integration tests of the control API against the real broker."""

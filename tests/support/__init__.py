@@ -1,0 +1,1 @@
+"""Reusable test helpers: real servers and builders for integration tests."""
