@@ -257,5 +257,6 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.redirector.settings:RedirectorSettings",
     "services.enricher.settings:EnricherSettings",
     "services.sink.settings:SinkSettings",
+    "services.sink.settings:SqlClientSettings",
     "services.dispatcher.settings:DispatcherSettings",
 )

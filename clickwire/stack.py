@@ -197,7 +197,8 @@ async def up(s: StackSettings, progress: Progress | None = None, *, migrations: 
     if created:
         _log(progress, f"created topics: {', '.join(sorted(created))}")
     applied: list[str] = []
-    if migrations:
+    # A running sink owns the embedded engine and applies migrations itself at start.
+    if migrations and (s.common.clickhouse_url or procs.read(s.common.home, "sink") is None):
         applied = await apply_clickhouse_migrations(s.common)
         if applied:
             _log(progress, f"applied ClickHouse migrations: {', '.join(applied)}")

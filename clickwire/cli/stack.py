@@ -75,14 +75,23 @@ async def _status(s: StackSettings) -> dict[str, Any]:
     except Exception as exc:  # status reports problems, it never fails on them
         report["topics_error"] = str(exc)
     try:
-        from clickwire.clickhouse import open_store
+        sql = "SELECT name FROM clickwire.schema_migrations FINAL ORDER BY version"
+        if not s.common.clickhouse_url and procs.read(s.common.home, "sink") is not None:
+            # The running sink owns the embedded engine: ask it.
+            from services.sink.client import SqlClient
+            from services.sink.settings import SqlClientSettings
 
-        store = await open_store(s.common.clickhouse_url, s.common.clickhouse_dir)
-        try:
-            rows = await store.query("SELECT name FROM clickwire.schema_migrations FINAL ORDER BY version")
-            report["migrations"] = [r["name"] for r in rows]
-        finally:
-            await store.close()
+            async with SqlClient(SqlClientSettings.from_env().sink_url) as client:
+                rows = await client.query(sql)
+        else:
+            from clickwire.clickhouse import open_store
+
+            store = await open_store(s.common.clickhouse_url, s.common.clickhouse_dir)
+            try:
+                rows = await store.query(sql)
+            finally:
+                await store.close()
+        report["migrations"] = [r["name"] for r in rows]
     except Exception as exc:
         report["migrations_error"] = f"{type(exc).__name__}: {exc}"
     return report

@@ -2,7 +2,7 @@
 
 In embedded mode one process owns the engine. chdb holds the data directory exclusively: a second
 process that opens it fails, and one process can hold only one data directory at a time. So
-the service that opens the store (the enricher in the default stack) is the only writer and reader;
+the service that opens the store (`clickwire sink` in the default stack) is the only writer and reader;
 everyone else (analysts' SQL, the dispatcher's attempt log, the API) reaches the data through that
 process, not through a ClickHouse port, since chdb cannot open ClickHouse's own listeners either.
 

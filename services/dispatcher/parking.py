@@ -61,7 +61,7 @@ class RetryPartition:
         self.seek_to = None
         for lane in self.lanes:
             if lane.awaiting_seek and (lane.retry_next is None or lane.retry_next >= target):
-                lane.awaiting_seek = False
+                lane.awaiting_seek = lane.skipped = False
 
     def committable(self) -> int:
         """Return the commit point: below it every record is delivered, dead or dropped."""
@@ -136,6 +136,8 @@ class Parking:
             lane.retry_next = offset
         if offset < lane.retry_next:
             return False  # taken before a seek back
+        if lane.awaiting_seek:
+            return False  # the seek back to retry_next will bring the reader here again
         if not lane.accepting(now, self._lane_max):
             lane.skipped = True
             return False
