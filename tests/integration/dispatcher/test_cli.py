@@ -71,7 +71,9 @@ async def test_dispatcher_serves_health_and_stops_on_sigterm(topics: CommonSetti
             except httpx.TransportError:
                 pass
         metrics = await client.get(f"http://127.0.0.1:{port}/metrics")
-    assert health["role"] == "all" and "deliverer" in health and "router" in health
+    assert health["role"] == "all"
+    assert "deliverer" in health
+    assert "router" in health
     assert b"clickwire_webhook_attempts_total" in metrics.content or b"python_info" in metrics.content
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -85,4 +87,5 @@ def test_missing_topics_exit_2_with_one_line(kafka: CommonSettings, tmp_path: Pa
     _, err = proc.communicate(timeout=60)
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 2
-    assert len(lines) == 1 and "nosuch.webhooks.outbox is missing" in lines[0]
+    assert len(lines) == 1
+    assert "nosuch.webhooks.outbox is missing" in lines[0]

@@ -41,7 +41,8 @@ async def test_order_holds_when_one_event_fails_four_times(kit: Kit, dispatcher:
     failing = [a for a in attempts if a["event_id"] == records[7]["event_id"]]
     assert [a["attempt"] for a in failing] == [1, 2, 3, 4, 5]
     assert [a["outcome"] for a in failing] == ["retry"] * 4 + ["success"]
-    assert failing[0]["status"] == 500 and failing[0]["error_class"] == "http_status"
+    assert failing[0]["status"] == 500
+    assert failing[0]["error_class"] == "http_status"
 
 
 async def test_parked_backlog_resumes_in_order(kit: Kit, dispatcher: Any) -> None:
@@ -88,7 +89,8 @@ async def test_a_failing_subscription_does_not_slow_another_on_its_partition(kit
     assert seqs(fast.events()) == list(range(40))
     assert latencies[len(latencies) // 2] < 0.1, latencies
     assert latencies[-1] < 0.5, latencies
-    assert len(slow.accepted) == 0 and len(slow.requests) <= 3  # A is still stuck on its first event
+    assert len(slow.accepted) == 0
+    assert len(slow.requests) <= 3
 
 
 async def test_gone_disables_the_subscription_and_announces_it(kit: Kit, dispatcher: Any) -> None:
@@ -106,10 +108,12 @@ async def test_gone_disables_the_subscription_and_announces_it(kit: Kit, dispatc
     await wait_until(lambda: len(watcher.events()) == 1)
     event = watcher.events()[0]
     assert event["type"] == "webhook.disabled"
-    assert event["data"]["webhook"]["id"] == sub_id and "410" in event["data"]["reason"]
+    assert event["data"]["webhook"]["id"] == sub_id
+    assert "410" in event["data"]["reason"]
     subs = await kit.read(Topic.WEBHOOK_SUBSCRIPTIONS, lambda rs: any(not r["enabled"] for r in rs))
     disabled = [r for r in subs if r["id"] == sub_id and not r["enabled"]]
-    assert disabled and "410" in (disabled[-1]["disabled_reason"] or "")
+    assert disabled
+    assert "410" in (disabled[-1]["disabled_reason"] or "")
     dead = await kit.read(Topic.WEBHOOK_DEAD, lambda rs: len(rs) >= 3)
     assert {d["event_id"] for d in dead} == {r["event_id"] for r in records}  # kept for replay
     assert len(gone.requests) == 1
@@ -126,10 +130,12 @@ async def test_retry_after_is_honoured(kit: Kit, dispatcher: Any) -> None:
 
     await wait_until(lambda: len(receiver.accepted) == 1)
     first, second = receiver.requests[0], receiver.requests[1]
-    assert first.status == 429 and second.status == 204
+    assert first.status == 429
+    assert second.status == 204
     assert 0.95 <= second.at - first.at < 3.0
     attempts = await kit.read(Topic.WEBHOOK_ATTEMPTS, lambda rs: len(rs) >= 2)
-    assert attempts[0]["status"] == 429 and attempts[0]["next_attempt_ms"] >= attempts[0]["ts_ms"] + 950
+    assert attempts[0]["status"] == 429
+    assert attempts[0]["next_attempt_ms"] >= attempts[0]["ts_ms"] + 950
 
 
 async def test_rotation_signs_with_both_secrets_during_grace_then_only_the_new(kit: Kit, dispatcher: Any) -> None:
@@ -172,7 +178,8 @@ async def test_internal_address_is_refused_at_delivery_time(kit: Kit, dispatcher
     assert [a["error_class"] for a in attempts] == ["ssrf", "ssrf"]
     assert [a["outcome"] for a in attempts] == ["retry", "dead"]
     dead = await kit.read(Topic.WEBHOOK_DEAD, lambda rs: len(rs) >= 1)
-    assert dead[0]["event_id"] == record["event_id"] and dead[0]["attempt"] == 2
+    assert dead[0]["event_id"] == record["event_id"]
+    assert dead[0]["attempt"] == 2
     assert receiver.requests == []
 
 

@@ -15,7 +15,9 @@ def test_defaults_need_no_environment() -> None:
     assert s.retry.schedule_s == DEFAULT_SCHEDULE_S
     assert s.disable_after_s == 5 * 86400
     assert (s.connect_timeout_s, s.total_timeout_s) == (3.0, 10.0)
-    assert s.allow_nets == () and s.allowed_ports is None and s.metrics_port == 9103
+    assert s.allow_nets == ()
+    assert s.allowed_ports is None
+    assert s.metrics_port == 9103
 
 
 def test_schedule_ports_and_durations_parse() -> None:
@@ -40,4 +42,5 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
     """A malformed value fails with one line naming the variable."""
     with pytest.raises(SettingsError) as err:
         DispatcherSettings.from_env({name: value})
-    assert str(err.value).startswith(name + "=") and "\n" not in str(err.value)
+    assert str(err.value).startswith(name + "=")
+    assert "\n" not in str(err.value)

@@ -22,7 +22,8 @@ def test_commit_point_is_the_oldest_unfinished_offset() -> None:
     tracker.done(10)
     assert tracker.committable() == 13
     tracker.done(13)
-    assert tracker.committable() == 14 and len(tracker) == 0
+    assert tracker.committable() == 14
+    assert len(tracker) == 0
 
 
 def test_take_all_detaches_the_queue_and_bumps_the_generation() -> None:
@@ -31,7 +32,8 @@ def test_take_all_detaches_the_queue_and_bumps_the_generation() -> None:
     lane.push(item(1))
     lane.push(item(2))
     assert [i.offset for i in lane.take_all()] == [1, 2]
-    assert not lane.queue and lane.generation == 1
+    assert not lane.queue
+    assert lane.generation == 1
 
 
 def test_a_parked_lane_accepts_only_when_due_and_not_full() -> None:
@@ -48,12 +50,14 @@ def test_a_parked_lane_accepts_only_when_due_and_not_full() -> None:
 def test_retry_low_and_drained_follow_the_cursor() -> None:
     """A parked lane's lowest unfinished retry offset is its queue head, else its cursor."""
     lane = Lane("s", 0, parked=True, retry_next=7, retry_last=9)
-    assert lane.retry_low() == 7 and not lane.drained()
+    assert lane.retry_low() == 7
+    assert not lane.drained()
     lane.push(item(7, "retry"))
     lane.retry_next = 8
     assert lane.retry_low() == 7
     lane.queue.clear()
     lane.retry_next = 10
-    assert lane.retry_low() == 10 and lane.drained()
+    assert lane.retry_low() == 10
+    assert lane.drained()
     lane.forwards_pending = 1
     assert not lane.drained()

@@ -33,14 +33,18 @@ def test_a_full_lane_skips_and_seeks_back_to_its_cursor_when_drained() -> None:
     assert lane.retry_next == 4
     rp.pos = rp.high = 6
     lane.queue.append(object())  # type: ignore[arg-type]  # window full
-    assert not p.take(lane, 5, now=0) and lane.skipped
+    assert not p.take(lane, 5, now=0)
+    assert lane.skipped
     lane.queue.clear()
     p.ready_again(lane)
-    assert rp.seek_to == 4 and lane.awaiting_seek
+    assert rp.seek_to == 4
+    assert lane.awaiting_seek
     assert not p.take(lane, 6, now=0)  # nothing is taken past the gap until the seek happened
     rp.seeked(4)
-    assert not lane.awaiting_seek and rp.pos == 4
-    assert p.take(lane, 5, now=0) and lane.retry_next == 6
+    assert not lane.awaiting_seek
+    assert rp.pos == 4
+    assert p.take(lane, 5, now=0)
+    assert lane.retry_next == 6
 
 
 def test_a_waiting_lane_takes_nothing_until_due() -> None:
@@ -49,7 +53,8 @@ def test_a_waiting_lane_takes_nothing_until_due() -> None:
     rp = p.partitions[0]
     lane = parked(rp, resume_at=50.0, retry_next=2)
     rp.pos = rp.high = 3
-    assert not p.take(lane, 2, now=10) and lane.skipped
+    assert not p.take(lane, 2, now=10)
+    assert lane.skipped
     p.ready_again(lane)
     assert rp.seek_to == 2
 
