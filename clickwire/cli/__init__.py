@@ -47,6 +47,7 @@ def one_line_errors(func: F) -> F:
 COMMAND_MODULES = (
     "clickwire.cli.stack",
     "clickwire.cli.tools",
+    "clickwire.cli.demo",
     "services.api.cli",
     "services.redirector.cli",
     "services.enricher.cli",

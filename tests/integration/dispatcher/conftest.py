@@ -43,7 +43,7 @@ def settings_for(common: CommonSettings, **env: str) -> DispatcherSettings:
 
 def partition_of(key: str, partitions: int = 6) -> int:
     """The partition Kafka's default partitioner gives ``key``."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def ids_on_one_partition(count: int, prefix: str = "sub") -> list[str]:
@@ -177,7 +177,8 @@ async def dispatcher(kit: Kit) -> AsyncIterator[Callable[..., Awaitable[Running]
             ready.set_result(port)
 
         task = asyncio.create_task(serve(settings, role, stop, on_ready))
-        done, _ = await asyncio.wait([task, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        waiting: list[asyncio.Future[Any]] = [task, ready]
+        done, _ = await asyncio.wait(waiting, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
         running = Running(await ready, stop, task)

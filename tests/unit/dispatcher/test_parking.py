@@ -12,7 +12,7 @@ from services.dispatcher.parking import Parking, RetryPartition
 
 def parking(lane_max: int = 2) -> Parking:
     """A Parking with no producer (only the reader side is exercised)."""
-    p = Parking(None, "retry", codec_for(Topic.WEBHOOK_RETRY), lane_max, lambda _: None, lambda _: None)  # type: ignore[arg-type]
+    p = Parking(None, "retry", codec_for(Topic.WEBHOOK_RETRY), lane_max, lambda _: None, lambda _: None)
     p.partitions[0] = RetryPartition(0, position=0, recovery_end=0)
     return p
 

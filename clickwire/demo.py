@@ -1,0 +1,171 @@
+"""The demo behind ``make run``: the whole product live on this machine.
+
+1. the stack (broker, topics, migrations) and every service as background processes;
+2. a workspace key, five links in two campaigns, and two webhook subscriptions (every event, and
+   humans only) pointing at a built-in receiver that verifies every signature;
+3. realistic traffic from the simulator;
+4. a live terminal view until Ctrl-C (or ``--duration``), then the services stop; the broker stays
+   up so the next ``make run`` starts fast (``make down`` stops it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.live import Live
+
+from clickwire import orchestrate
+from clickwire.errors import StackError
+from clickwire.kafka import make_producer
+from clickwire.liveview import ClickTap, consumer_lag, render
+from clickwire.receiver import Receiver, serve
+from clickwire.simulate import AddressPool, SimStats, Target, simulate
+from clickwire.stack import StackSettings, up
+
+DEMO_WORKSPACE = "ws_demo"
+DEMO_ENV = {
+    # The simulator sends client addresses in X-Forwarded-For from 127.0.0.1.
+    "CLICKWIRE_REDIRECTOR_TRUSTED_PROXIES": "127.0.0.1/32",
+    # The demo receiver listens on 127.0.0.1, which the SSRF guard refuses unless allowed.
+    "CLICKWIRE_WEBHOOK_ALLOW_NETS": "127.0.0.1/32",
+    "CLICKWIRE_API_DEFAULT_DOMAIN": "clk.localhost",
+}
+DEMO_LINKS = (
+    {"code": "spring-sale", "destination": "https://shop.example.com/sale", "campaign": "spring",
+     "tags": ["sale", "email"], "utm_source": "newsletter", "utm_medium": "email"},
+    {"code": "spring-shoes", "destination": "https://shop.example.com/shoes", "campaign": "spring",
+     "tags": ["sale"]},
+    {"code": "spring-app", "destination": "https://apps.example.com/get", "campaign": "spring",
+     "tags": ["app"], "rules": []},
+    {"code": "launch", "destination": "https://www.example.com/launch", "campaign": "launch",
+     "tags": ["social"], "utm_source": "twitter"},
+    {"code": "launch-docs", "destination": "https://docs.example.com/", "campaign": "launch", "tags": ["docs"]},
+)
+
+
+@dataclass
+class DemoWorld:
+    """What the demo created, for the live view and for tests."""
+
+    api_url: str
+    redirector_url: str
+    token: str
+    targets: list[Target] = field(default_factory=list)
+    subscriptions: dict[str, str] = field(default_factory=dict)
+
+
+async def _api(session: aiohttp.ClientSession, method: str, url: str, token: str,
+               body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    async with session.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: str,
+                       say: Callable[[str], None]) -> DemoWorld:
+    """Mint a key, create links and subscriptions through the API; return what was made."""
+    from clickwire.settings import CommonSettings
+    from services.api.keys import new_key, publish_key
+
+    common = CommonSettings.from_env(env)
+    api_url = f"http://127.0.0.1:{env.get('CLICKWIRE_API_PORT', '8000')}"
+    world = DemoWorld(api_url, f"http://127.0.0.1:{env.get('CLICKWIRE_REDIRECTOR_PORT', '8080')}", "")
+    key, world.token = new_key(DEMO_WORKSPACE, "demo")
+    producer = make_producer(common, linger_ms=0)
+    await producer.start()
+    try:
+        await publish_key(common, producer, key)
+    finally:
+        await producer.stop()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        deadline = time.monotonic() + 20
+        while (await _api(session, "GET", f"{api_url}/v1/links?limit=1", world.token))[0] == 401:
+            if time.monotonic() > deadline:
+                raise StackError("the API did not see the demo key within 20 s")
+            await asyncio.sleep(0.1)
+        for path, filters in (("all", {"include_bots": True}), ("humans", {})):
+            status, body = await _api(session, "POST", f"{api_url}/v1/webhooks", world.token, {
+                "url": f"{receiver_url}/{path}", "description": f"demo: {path}",
+                "event_types": ["click", "link.created", "link.updated", "link.deleted"], "filters": filters})
+            if status != 201:
+                raise StackError(f"creating the demo webhook failed: {status} {body}")
+            receiver.add_secret(body["secret"])
+            world.subscriptions[path] = body["id"]
+        say(f"subscribed {receiver_url}/all (every click) and /humans (humans only)")
+        status, body = await _api(session, "POST", f"{api_url}/v1/links", world.token,
+                                  {"links": [dict(link, code=f"{link['code']}-{int(time.time()) % 100000}")
+                                             for link in DEMO_LINKS]})
+        if status not in (201, 207):
+            raise StackError(f"creating demo links failed: {status} {body}")
+        for result in body["results"]:
+            if result["status"] != 201:
+                raise StackError(f"creating a demo link failed: {result}")
+            link = result["link"]
+            world.targets.append(Target(link["domain"], link["code"], time.time(), link.get("campaign") or ""))
+        say(f"created {len(world.targets)} links: " + ", ".join(t.code for t in world.targets))
+    return world
+
+
+async def run_demo(*, rate: float, duration_s: float | None, receiver_port: int = 9200) -> SimStats:
+    """Run the whole demo; returns what the simulator saw."""
+    console = Console(stderr=True)
+
+    def say(message: str) -> None:
+        console.print(f"[bold magenta]demo[/] {message}")
+
+    env = {**os.environ, **{k: v for k, v in DEMO_ENV.items() if k not in os.environ}}
+    stack = StackSettings.from_env(env)
+    await up(stack, lambda m: console.print(f"[bold cyan]stack[/] {m}"))
+    home = stack.common.home
+    await orchestrate.up(home, env, progress=lambda m: console.print(f"[bold green]up[/] {m}"))
+    receiver = Receiver([])
+    runner = await serve(receiver, "127.0.0.1", receiver_port)
+    tap = ClickTap(stack.common)
+    sim_stats = SimStats()
+    sim_task: asyncio.Task[SimStats] | None = None
+    try:
+        world = await create_world(env, receiver, f"http://127.0.0.1:{receiver_port}", say)
+        await tap.start()
+        pool = await asyncio.to_thread(AddressPool, __import__("random").Random(11))
+        endless = duration_s if duration_s is not None else 24 * 3600.0
+        sim_task = asyncio.create_task(simulate(world.redirector_url, world.targets, rate=rate,
+                                                duration_s=endless, stats=sim_stats, pool=pool))
+        started = time.monotonic()
+        lag: dict[str, int | None] = {}
+        last_lag = 0.0
+        with Live(render(tap, receiver.stats, sim_stats, lag, started), console=Console(), refresh_per_second=2,
+                  transient=False) as live:
+            while not sim_task.done():
+                if time.monotonic() - last_lag > 2:
+                    with contextlib.suppress(Exception):
+                        lag = await consumer_lag(stack.common)
+                    last_lag = time.monotonic()
+                live.update(render(tap, receiver.stats, sim_stats, lag, started))
+                await asyncio.sleep(0.5)
+        await sim_task
+        # Let the tail of the traffic reach the receiver before reporting.
+        deadline = time.monotonic() + 15
+        while tap.total < sim_stats.redirected and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        s = receiver.stats
+        say(f"sent {sim_stats.sent}, redirected {sim_stats.redirected}, 5xx {sim_stats.server_errors}; "
+            f"enriched {tap.total}; webhooks accepted {s.accepted} (bad signatures {s.bad_signatures}, "
+            f"duplicates dropped {s.duplicates}, out of order {s.out_of_order}); "
+            f"click->webhook p50 {s.percentile(50) or 0:.0f} ms p99 {s.percentile(99) or 0:.0f} ms")
+    finally:
+        if sim_task is not None and not sim_task.done():
+            sim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sim_task
+        await tap.stop()
+        await runner.cleanup()
+        stopped = orchestrate.down(home)
+        say(f"stopped {', '.join(stopped) or 'nothing'}; the broker keeps running (make down stops it)")
+    return sim_stats
