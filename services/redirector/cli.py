@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -28,6 +29,9 @@ def redirector(
     """Serve GET/HEAD /{code} redirects and publish every click to Kafka (settings: CLICKWIRE_REDIRECTOR_*)."""
     settings = RedirectorSettings.from_env()
     logs.configure("redirector", settings.common.log_level, settings.common.log_format)
+    # While the broker is away aiokafka logs every refused connection, thousands a second; the
+    # publisher logs the outage once per change of state and exposes it in /_/health and metrics.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if worker < 0:
         asyncio.run(_preflight(settings))
         if settings.workers > 1:

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -238,14 +238,23 @@ class ClickPublisher:
                     error = exc
                     continue
                 pending.append((fut, chunk))
-        for fut, chunk in pending:
-            try:
-                await fut
-                self.published += len(chunk)
-                PUBLISHED.inc(len(chunk))
-            except (KafkaError, OSError) as exc:
-                failed.extend(chunk)
-                error = exc
+        if pending:
+            timeout = self._request_timeout_ms / 1000 + 1
+            futures = [fut for fut, _ in pending]
+            _, stuck = await asyncio.wait(futures, timeout=timeout)
+            if stuck:
+                # aiokafka retries a batch for an unreachable broker without ever expiring it: fail
+                # what it still holds (it will then never send it), then let in-flight requests end.
+                producer._message_accumulator.fail_all(KafkaTimeoutError("broker unreachable"))
+                _, stuck = await asyncio.wait(stuck, timeout=timeout)
+            for fut, chunk in pending:
+                problem = fut.exception() if fut.done() and not fut.cancelled() else KafkaTimeoutError("no ack")
+                if problem is None:
+                    self.published += len(chunk)
+                    PUBLISHED.inc(len(chunk))
+                else:
+                    failed.extend(chunk)
+                    error = problem
         SEND_SECONDS.observe(time.perf_counter() - started)
         if failed:
             SEND_FAILED.inc(len(failed))
@@ -260,7 +269,8 @@ class ClickPublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), self._request_timeout_ms / 1000)
+                producer._message_accumulator.fail_all(KafkaTimeoutError("producer discarded"))
+                await asyncio.wait_for(producer.stop(), self._request_timeout_ms / 1000 + 1)
 
     async def _replay_chunk(self) -> bool:
         """Publish the next spooled chunk (or what failed of it last time); True when all of it went."""
