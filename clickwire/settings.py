@@ -72,6 +72,8 @@ class Env:
     # Every variable name any settings class has asked for in this process; docker-compose.yml
     # and the docs are checked against it (tests/unit/test_compose.py).
     seen: set[str] = set()
+    # name -> (expected form, default as text); feeds `clickwire settings` and docs/operations.md.
+    catalog: dict[str, tuple[str, str]] = {}
 
     def __init__(self, environ: Mapping[_Str, _Str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
@@ -83,7 +85,23 @@ class Env:
             return None
         return value.strip()
 
+    @staticmethod
+    def _note(name: _Str, expected: _Str, default: object) -> None:
+        if isinstance(default, tuple):
+            shown = ",".join(map(_Str, default))
+        elif isinstance(default, _Bool):
+            shown = "true" if default else "false"
+        else:
+            shown = "" if default is None else _Str(default)
+        shown = shown.replace(_Str(REPO_ROOT), "<checkout>")
+        known = Env.catalog.get(name)
+        if known is not None and known[1] != shown:
+            # One variable, several services with their own defaults (e.g. CLICKWIRE_METRICS_PORT).
+            shown = "per service"
+        Env.catalog[name] = (expected, shown)
+
     def _parse(self, name: _Str, default: T | None, expected: _Str, parse: Callable[[_Str], T]) -> T:
+        self._note(name, expected, default)
         raw = self._raw(name)
         if raw is None:
             if default is None:
@@ -100,6 +118,7 @@ class Env:
 
     def optional_str(self, name: _Str) -> _Str | None:
         """A string, or None when unset or empty."""
+        self._note(name, "a string (optional)", None)
         return self._raw(name)
 
     def int(self, name: _Str, default: _Int | None = None, *, lo: _Int | None = None, hi: _Int | None = None) -> _Int:
@@ -151,6 +170,7 @@ class Env:
 
     def secret(self, name: _Str, default: _Str | None = None) -> Secret:
         """A secret string; never printed."""
+        self._note(name, "a secret string (never printed)", None)
         raw = self._raw(name)
         if raw is None:
             if default is None:
@@ -175,10 +195,11 @@ class Env:
                     raise ValueError(item)
             return items
 
-        return self._parse(name, parse(default), "host:port[,host:port...] (e.g. 127.0.0.1:9092)", parse)
+        return self._parse(name, parse(default), "host:port[,host:port...]", parse)
 
     def url(self, name: _Str, schemes: tuple[_Str, ...] = ("http", "https")) -> _Str | None:
         """An absolute URL with one of the schemes, or None when unset."""
+        self._note(name, f"a URL like {schemes[0]}://host:port (optional)", None)
         raw = self._raw(name)
         if raw is None:
             return None
@@ -193,10 +214,11 @@ class Env:
         def parse(s: _Str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
             return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in s.split(",") if p.strip())
 
-        return self._parse(name, (), "comma-separated CIDRs like 127.0.0.1/32,10.0.0.0/8", parse)
+        return self._parse(name, (), "comma-separated CIDRs like 127.0.0.1/32", parse)
 
     def list(self, name: _Str, default: tuple[_Str, ...] = ()) -> tuple[_Str, ...]:
         """A comma-separated list of words."""
+        self._note(name, "a comma-separated list", default)
         raw = self._raw(name)
         if raw is None:
             return default
@@ -260,3 +282,16 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.sink.settings:SqlClientSettings",
     "services.dispatcher.settings:DispatcherSettings",
 )
+
+
+def load_all_settings() -> dict[str, tuple[str, str]]:
+    """Build every service's settings from an empty environment; return the catalog of variables."""
+    import importlib
+
+    for entry in SETTINGS_MODULES:
+        module, cls = entry.split(":")
+        try:
+            getattr(importlib.import_module(module), cls).from_env({})
+        except ModuleNotFoundError:
+            continue
+    return dict(sorted(Env.catalog.items()))

@@ -164,3 +164,20 @@ def init_cmd() -> None:
 
     created, applied = asyncio.run(run())
     print(f"ok: {len(created)} topics created, {len(applied)} migrations applied")
+
+
+@app.command("settings")
+@one_line_errors
+def settings_cmd(markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table.")) -> None:
+    """List every CLICKWIRE_* variable any service reads, with its expected form and default."""
+    from clickwire.settings import load_all_settings
+
+    catalog = load_all_settings()
+    if markdown:
+        print("| variable | expected | default |")
+        print("|---|---|---|")
+        for var, (expected, default) in catalog.items():
+            print(f"| `{var}` | {expected} | {f'`{default}`' if default else '(unset)'} |")
+        return
+    for var, (expected, default) in catalog.items():
+        print(f"{var:40} {default or '(unset)':28} {expected}")

@@ -10,6 +10,8 @@ only copy (that is how a link costs <= 250 bytes), so it overrides how a record 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -106,9 +108,12 @@ class LinkFeeds:
         log.info("links loaded", links=len(self.table), counts=len(self.counts))
 
     async def stop(self) -> None:
-        """Stop following."""
-        await self._links.stop()
-        await self._stats.stop()
+        """Stop following (bounded: this runs at shutdown, possibly with the broker away)."""
+        for follower in (self._links, self._stats):
+            # aiokafka's consumer.stop() re-raises the CancelledError of a fetch it was retrying
+            # against an unreachable broker; at shutdown that must not turn into exit status 1.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(follower.stop(), 5)
 
     def status(self) -> dict[str, Any]:
         """Numbers for /_/health."""
