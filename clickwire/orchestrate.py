@@ -39,6 +39,7 @@ def default_services(env: Mapping[str, str] | None = None) -> list[ServiceSpec]:
         ServiceSpec("sink", sink),
         ServiceSpec("enricher", "http://127.0.0.1:9101/health"),
         ServiceSpec("dispatcher", "http://127.0.0.1:9103/health"),
+        ServiceSpec("patterns", "http://127.0.0.1:9104/health"),
         ServiceSpec("api", api),
         ServiceSpec("redirector", red),
     ]

@@ -281,6 +281,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.sink.settings:SinkSettings",
     "services.sink.settings:SqlClientSettings",
     "services.dispatcher.settings:DispatcherSettings",
+    "services.patterns.settings:PatternsSettings",
 )
 
 

@@ -32,6 +32,8 @@ class Topic(enum.StrEnum):
     DEAD_LETTERS = "dead_letters"
     API_KEYS = "api_keys"
     LINK_CLAIMS = "link_claims"
+    EVENTS_DERIVED = "events_derived"
+    WORKSPACE_SETTINGS = "workspace_settings"
 
 
 @dataclass(frozen=True)

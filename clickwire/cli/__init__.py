@@ -53,6 +53,7 @@ COMMAND_MODULES = (
     "services.enricher.cli",
     "services.sink.cli",
     "services.dispatcher.cli",
+    "services.patterns.cli",
 )
 
 

@@ -190,28 +190,10 @@ class RedirectApp:
                            self._trusted) if self._trusted else peer
             self._submit(
                 link.link_id.encode() if link is not None else b"",
-                {
-                    "click_id": click_id,
-                    "ts_ms": now_ms,
-                    "link_id": link.link_id if link is not None else "",
-                    "workspace_id": link.workspace_id if link is not None else "",
-                    "domain": host,
-                    "code": code,
-                    "method": method,
-                    "client_ip": ip,
-                    "user_agent": user_agent,
-                    "referer": referer,
-                    "accept_language": accept_language,
-                    "purpose": purpose,
-                    "ch_ua": ch_ua,
-                    "ch_ua_mobile": ch_mobile,
-                    "ch_ua_platform": ch_platform,
-                    "query": query,
-                    "qr": "qr=" in query and _is_qr(query),
-                    "status": decision.status,
-                    "destination": decision.location,
-                    "redirector_id": self._instance,
-                },
+                (click_id, now_ms, link.link_id if link is not None else "",
+                 link.workspace_id if link is not None else "", host, code, method, ip, user_agent,
+                 referer, accept_language, purpose, ch_ua, ch_mobile, ch_platform, query,
+                 "qr=" in query and _is_qr(query), decision.status, decision.location, self._instance),
             )
         return None
 

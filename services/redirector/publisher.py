@@ -1,14 +1,15 @@
 """The click publisher: the response path hands a click over and never waits for Kafka.
 
-``submit()`` appends the click to an in-memory deque (O(1), no I/O). One background task takes what
-has accumulated, Avro-encodes it, groups it by partition (the Java client's murmur2 of the link id,
-so per-link order holds and other producers agree) and sends one batch per partition through an
-idempotent ``acks=all`` zstd producer, awaiting the acks before the next send: a send never has
-more than one batch per partition in flight, so a failure is always attributable.
+``submit()`` appends the click (a tuple, see rawclick.py) to an in-memory deque (O(1), no I/O).
+One background task takes what has accumulated, Avro-encodes it, groups it by partition (the Java
+client's murmur2 of the link id, so per-link order holds and other producers agree) and sends one
+batch per partition through an idempotent ``acks=all`` zstd producer, awaiting the acks before the
+next send: one round in flight at a time, so a failure is always attributable to its records.
 
-When a send fails (broker unreachable: aiokafka expires the batch after ``request_timeout_ms``), the
-failed records go to the disk :class:`Spool`, and so does everything queued after them until the
-spool has been replayed, in order, through the same producer; only then do clicks go straight to
+When a send fails (no ack within ``request_timeout_ms`` + 1 s; aiokafka would retry an unreachable
+broker forever, so its queued batches are failed and the producer replaced by a fresh one, whose new
+producer id restarts the sequence numbers), the failed records go to the disk :class:`Spool`, and
+so does everything queued after them until the spool has been replayed, in order; only then do clicks go straight to
 Kafka again. When the deque is full (``queue_max``) a click is encoded and spooled on the spot.
 
 Ordering caveat: a click spooled because the deque was full can land in the spool before older
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -40,6 +42,8 @@ from clickwire.kafka import make_producer
 from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
+from services.redirector import rawclick
+from services.redirector.rawclick import RawClick
 from services.redirector.spool import Spool
 
 log = structlog.get_logger(__name__)
@@ -65,11 +69,12 @@ class ClickPublisher:
                  producer_factory: Callable[..., AIOKafkaProducer] = make_producer) -> None:
         self._common = common
         self._spool = spool
-        self._queue: collections.deque[tuple[bytes, dict[str, Any]]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, RawClick]] = collections.deque()
         self._queue_max = queue_max
         self._batch_max = batch_max
         self._topic = name(Topic.CLICKS_RAW, common.topic_prefix)
-        self._encode = codec_for(Topic.CLICKS_RAW, common.schema_registry_url).encode
+        header = codec_for(Topic.CLICKS_RAW, common.schema_registry_url).header
+        self._encode: Callable[[RawClick], bytes] = functools.partial(rawclick.encode, header)
         self._request_timeout_ms = request_timeout_ms
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
@@ -89,7 +94,7 @@ class ClickPublisher:
 
     # -- the response path -------------------------------------------------------------------
 
-    def submit(self, key: bytes, click: dict[str, Any]) -> None:
+    def submit(self, key: bytes, click: RawClick) -> None:
         """Hand one raw click over for publishing; never blocks, never raises for a full queue."""
         if len(self._queue) >= self._queue_max:
             # Encoding here costs ~10 us, only while the publisher is this far behind.

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from clickwire.kafka import ensure_topics
+from clickwire.links import Link
 from clickwire.settings import CommonSettings
 from tests.integration.redirector.conftest import (
     DOMAIN,
@@ -24,6 +25,8 @@ from tests.integration.redirector.conftest import (
 
 pytestmark = pytest.mark.kafka
 
+Served = tuple[Redirector, dict[str, Link]]
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def module_topics(kafka_common: CommonSettings) -> CommonSettings:
@@ -35,7 +38,7 @@ async def module_topics(kafka_common: CommonSettings) -> CommonSettings:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served(module_topics: CommonSettings, tmp_path_factory: pytest.TempPathFactory
-                 ) -> AsyncIterator[tuple[Redirector, dict]]:
+                 ) -> AsyncIterator[Served]:
     """One redirector over this module's topics holding two links, stopped after the module."""
     plain = make_link("promo1", "https://example.com/landing?a=1", utm_source="news")
     permanent = make_link("perm", "https://example.org/", redirect_type=301)
@@ -48,8 +51,9 @@ async def served(module_topics: CommonSettings, tmp_path_factory: pytest.TempPat
         r.stop()
 
 
-async def test_redirect_head_404_and_click_records(served: tuple[Redirector, dict], module_topics: CommonSettings) -> None:
-    """GET and HEAD redirect with Location and caching headers, an unknown code is a 404 page, and each answer is one raw click with its fields."""
+async def test_redirect_head_404_and_click_records(served: Served,
+                                                   module_topics: CommonSettings) -> None:
+    """GET/HEAD redirect with Location and caching headers, unknown codes get a 404 page, each answer is a raw click."""
     r, links = served
     headers = {"host": DOMAIN, "user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
                "referer": "https://news.example/item", "accept-language": "de-DE,de;q=0.9",
@@ -75,24 +79,29 @@ async def test_redirect_head_404_and_click_records(served: tuple[Redirector, dic
     by_kind = {ids[c["click_id"]]: c for c in clicks}
     get = by_kind["get"]
     assert get["_key"] == links["plain"].id.encode()
-    assert get["link_id"] == links["plain"].id and get["workspace_id"] == "ws_test"
+    assert get["link_id"] == links["plain"].id
+    assert get["workspace_id"] == "ws_test"
     assert (get["domain"], get["code"], get["method"], get["status"]) == (DOMAIN, "promo1", "GET", 302)
     assert get["destination"] == "https://example.com/landing?a=1&utm_source=news"
     assert get["client_ip"] == "127.0.0.1"
     assert get["user_agent"] == headers["user-agent"]
-    assert get["referer"] == headers["referer"] and get["accept_language"] == headers["accept-language"]
+    assert get["referer"] == headers["referer"]
+    assert get["accept_language"] == headers["accept-language"]
     assert get["purpose"] == "prefetch"
     assert (get["ch_ua_mobile"], get["ch_ua_platform"]) == ("?0", '"Linux"')
-    assert get["query"] == "qr=1&x=y" and get["qr"] is True
+    assert get["query"] == "qr=1&x=y"
+    assert get["qr"] is True
     assert get["redirector_id"]
     assert get["click_id"][14] == "7", "click ids are UUIDv7"
-    assert by_kind["head"]["method"] == "HEAD" and by_kind["head"]["status"] == 301
+    assert by_kind["head"]["method"] == "HEAD"
+    assert by_kind["head"]["status"] == 301
     orphan = by_kind["404"]
     assert (orphan["link_id"], orphan["workspace_id"], orphan["status"]) == ("", "", 404)
-    assert orphan["destination"] is None and orphan["_key"] == b""
+    assert orphan["destination"] is None
+    assert orphan["_key"] == b""
 
 
-async def test_health_and_metrics_on_the_same_port(served: tuple[Redirector, dict]) -> None:
+async def test_health_and_metrics_on_the_same_port(served: Served) -> None:
     """/_/health reports the loaded links and /_/metrics is a Prometheus exposition with the redirector's series."""
     r, _ = served
     async with httpx.AsyncClient(base_url=r.url) as client:
@@ -134,7 +143,7 @@ def _status(response: bytes) -> int:
         ("/promo1", "bad host!", 400),
     ],
 )
-def test_bad_requests_are_clear_4xx(served: tuple[Redirector, dict], path: str, host: str, want: int) -> None:
+def test_bad_requests_are_clear_4xx(served: Served, path: str, host: str, want: int) -> None:
     """Oversized URLs, control characters, path tricks and unknown hosts are answered with a 4xx, never a 5xx."""
     r, _ = served
     resp = _raw(r.port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
@@ -149,7 +158,7 @@ def test_bad_requests_are_clear_4xx(served: tuple[Redirector, dict], path: str, 
         (b"User-Agent: " + b"u" * 6000 + b"\r\n", (400, 499)),  # oversized single header
     ],
 )
-def test_bad_headers_never_5xx(served: tuple[Redirector, dict], header: bytes, want_range: tuple[int, int]) -> None:
+def test_bad_headers_never_5xx(served: Served, header: bytes, want_range: tuple[int, int]) -> None:
     """Invalid UTF-8 and oversized headers get an answer below 500 and the server keeps serving."""
     r, _ = served
     resp = _raw(r.port, b"GET /promo1 HTTP/1.1\r\nHost: " + DOMAIN.encode() + b"\r\n" + header
@@ -161,7 +170,7 @@ def test_bad_headers_never_5xx(served: tuple[Redirector, dict], header: bytes, w
     assert after.status_code == 302
 
 
-def test_other_methods_are_405(served: tuple[Redirector, dict]) -> None:
+def test_other_methods_are_405(served: Served) -> None:
     """POST to a short code is 405 with an Allow header."""
     r, _ = served
     resp = httpx.post(f"{r.url}/promo1", headers={"host": DOMAIN})
