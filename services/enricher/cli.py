@@ -71,7 +71,8 @@ async def serve(settings: EnricherSettings, stop: asyncio.Event) -> None:
             pass
 
     worker = _Worker(enricher_app.app, loop=asyncio.get_running_loop(), override_logging=False,
-                     redirect_stdouts=False, quiet=True, loglevel=settings.common.log_level)
+                     redirect_stdouts=False, quiet=True, daemon=False,
+                     loglevel=settings.common.log_level)
     try:
         await links_table.wait_loaded()
         log.info("links loaded", links=len(enricher_app.links))
