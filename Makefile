@@ -1,6 +1,7 @@
 # clickwire — two commands on a fresh machine: `make run` and `make test`.
 # Every target sets up what it needs first (virtualenv, Python dependencies, Kafka jars).
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,10 +9,23 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 TEST_ENV := CLICKWIRE_HOME=$(CURDIR)/.clickwire/test CLICKWIRE_STACK_KAFKA_PORT=19092
 PYTEST_ARGS ?=
 
-.PHONY: setup run up test test-unit lint bench down status clean
+.PHONY: setup system-tools run up test test-unit lint bench down status clean
 
-setup: $(STAMP)
+SYSTEM_TOOLS := chromium wrk nginx
+
+setup: $(STAMP) system-tools
 	@$(BIN)/clickwire stack fetch
+
+# Debian packages the suite and the benchmarks drive: chromium (dashboard e2e test), wrk and nginx
+# (redirect benchmark). Installed only when missing; needs root or sudo.
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+			|| { echo "could not install$$missing with apt-get"; exit 1; }; \
+	fi
 
 $(STAMP): pyproject.toml
 	@echo "==> setting up the virtualenv in $(VENV) and installing dependencies (first run: a few minutes)"
@@ -20,7 +34,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[test,lint]' \
-		| grep -E '^(Collecting|Successfully)' || true
+		| grep --line-buffered -E '^(Collecting|Successfully)'
 	@$(BIN)/python -c "import clickwire.cli" || { echo "install failed"; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 

@@ -2,7 +2,7 @@
 
 A small client on ``websockets``: launch with a fresh profile, open one page, navigate, evaluate
 JavaScript, poll a condition, take a screenshot, and collect the page's uncaught errors.
-Install the browser with ``apt-get install -y chromium``; tests skip when it is missing.
+``make setup`` installs the browser (Debian's ``chromium``); tests fail when it is missing.
 """
 
 from __future__ import annotations
