@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[test,lint]' \
-		| grep --line-buffered -E '^(Collecting|Successfully)'
+		| { grep --line-buffered -E '^(Collecting|Successfully)' || true; }
 	@$(BIN)/python -c "import clickwire.cli" || { echo "install failed"; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
