@@ -66,7 +66,7 @@ lint: setup
 	@$(BIN)/mypy
 
 bench: setup
-	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench $(BENCH)
 
 clean: down
 	rm -rf .clickwire
