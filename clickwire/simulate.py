@@ -10,6 +10,14 @@ Traffic is a mix of kinds, each shaped like what real short links see:
 | crawler | Googlebot, bingbot, AhrefsBot… |
 | hammer | one IP clicking one link over and over |
 
+Patterns (``pattern=``), for the derived events (docs/webhooks.md, "Derived events"):
+
+| pattern | what it sends |
+|---|---|
+| steady | the mix above at a constant rate (no spike, no alert) |
+| spike | steady for the first 60% of the duration, then 4x the rate of human clicks from one country (``country``, default FR) |
+| bot-burst | steady for the first 60%, then 4x the rate of bots, email scanners and one hammering IP on the first link |
+
 Client addresses are sent in ``X-Forwarded-For``: run the redirector with
 ``CLICKWIRE_REDIRECTOR_TRUSTED_PROXIES=127.0.0.1/32`` so it believes them (the demo does).
 Addresses are picked with geoip2fast so their country and network are real.
@@ -70,6 +78,10 @@ LANGS = {"US": "en-US,en;q=0.9", "DE": "de-DE,de;q=0.9,en;q=0.8", "GB": "en-GB,e
          "FR": "fr-FR,fr;q=0.9", "BR": "pt-BR,pt;q=0.9", "IN": "en-IN,hi;q=0.8", "JP": "ja-JP,ja;q=0.9",
          "CA": "en-CA,fr-CA;q=0.8", "ES": "es-ES,es;q=0.9", "NL": "nl-NL,nl;q=0.9", "AU": "en-AU,en;q=0.9"}
 DEFAULT_MIX = {"human": 0.80, "link_preview": 0.05, "email_scanner": 0.05, "crawler": 0.05, "hammer": 0.05}
+PATTERNS = ("steady", "spike", "bot-burst")
+BURST_MIX = {"hammer": 0.4, "email_scanner": 0.3, "crawler": 0.2, "link_preview": 0.1}
+BURST_AFTER = 0.6  # share of the duration sent steady before the spike or burst
+BURST_SPEEDUP = 4.0
 
 
 @dataclass(frozen=True)
@@ -165,8 +177,10 @@ def build_request(kind: str, target: Target, pool: AddressPool, rng: random.Rand
 async def simulate(base_url: str, targets: Sequence[Target], *, rate: float, duration_s: float,
                    mix: dict[str, float] | None = None, seed: int = 7, concurrency: int = 64,
                    country: str | None = None, stats: SimStats | None = None,
-                   pool: AddressPool | None = None) -> SimStats:
-    """Send about rate x duration clicks spread over the targets; return what came back."""
+                   pool: AddressPool | None = None, pattern: str = "steady") -> SimStats:
+    """Send about rate x duration clicks spread over the targets, shaped by ``pattern``; return what came back."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {', '.join(PATTERNS)}, not {pattern!r}")
     rng = random.Random(seed)
     pool = pool or AddressPool(rng)
     mix = mix or DEFAULT_MIX
@@ -174,14 +188,17 @@ async def simulate(base_url: str, targets: Sequence[Target], *, rate: float, dur
     stats = stats or SimStats()
     hammer_ip, _ = pool.human(rng, "DE")
     hammer_target = targets[0]
-    total = max(1, int(rate * duration_s))
-    queue: asyncio.Queue[tuple[str, Target] | None] = asyncio.Queue(maxsize=concurrency * 4)
+    steady_n = max(1, int(rate * duration_s)) if pattern == "steady" else max(1, int(rate * duration_s * BURST_AFTER))
+    burst_n = 0 if pattern == "steady" else int(rate * BURST_SPEEDUP * duration_s * (1 - BURST_AFTER))
+    total = steady_n + burst_n
+    spike_country = country or "FR"
+    queue: asyncio.Queue[tuple[str, Target, str | None] | None] = asyncio.Queue(maxsize=concurrency * 4)
     timeout = aiohttp.ClientTimeout(total=10)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while (item := await queue.get()) is not None:
-            kind, target = item
-            method, headers = build_request(kind, target, pool, rng, hammer_ip=hammer_ip, country=country)
+            kind, target, from_country = item
+            method, headers = build_request(kind, target, pool, rng, hammer_ip=hammer_ip, country=from_country)
             try:
                 async with session.request(method, f"{base_url}/{target.code}", headers=headers,
                                            allow_redirects=False) as resp:
@@ -198,15 +215,23 @@ async def simulate(base_url: str, targets: Sequence[Target], *, rate: float, dur
         started = time.monotonic()
         for i in range(total):
             # Pace against the wall clock so a slow server shows up as lower throughput, not drift.
-            due = started + i / rate
+            burst = i >= steady_n
+            due = started + (steady_n / rate + (i - steady_n) / (rate * BURST_SPEEDUP) if burst else i / rate)
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            kind = rng.choices(kinds, weights)[0]
-            target = hammer_target if kind == "hammer" else rng.choice(targets)
+            # Outside the steady pattern, `country` names the spike's country, not every click's.
+            from_country = country if pattern == "steady" else None
+            if burst and pattern == "spike":
+                kind, target, from_country = "human", rng.choice(targets), spike_country
+            elif burst:  # bot-burst: everything on the first link
+                kind, target = rng.choices(list(BURST_MIX), list(BURST_MIX.values()))[0], hammer_target
+            else:
+                kind = rng.choices(kinds, weights)[0]
+                target = hammer_target if kind == "hammer" else rng.choice(targets)
             stats.sent += 1
             stats.by_kind[kind] += 1
-            await queue.put((kind, target))
+            await queue.put((kind, target, from_country))
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)

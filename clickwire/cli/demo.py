@@ -63,6 +63,7 @@ def simulate_cmd(
     duration: float = typer.Option(10.0, help="Seconds."),
     country: str | None = typer.Option(None, help="Send every human click from this country (a spike)."),
     seed: int = typer.Option(7, help="Random seed (same seed, same traffic)."),
+    pattern: str = typer.Option("steady", help="steady, spike (one country, --country) or bot-burst."),
 ) -> None:
     """Send realistic click traffic (humans, link previews, email scanners, crawlers, one hammering IP)."""
     from clickwire.simulate import Target, simulate
@@ -73,7 +74,8 @@ def simulate_cmd(
         if not code:
             raise typer.BadParameter(f"{item!r}: expected domain/code", param_hint="LINKS")
         targets.append(Target(domain, code))
-    stats = asyncio.run(simulate(url, targets, rate=rate, duration_s=duration, seed=seed, country=country))
+    stats = asyncio.run(simulate(url, targets, rate=rate, duration_s=duration, seed=seed, country=country,
+                                    pattern=pattern))
     print(f"sent {stats.sent} redirected {stats.redirected} errors {stats.errors} "
           f"by status {dict(stats.by_status)} by kind {dict(stats.by_kind)}")
 

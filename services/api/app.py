@@ -52,7 +52,7 @@ LATENCY = Histogram("clickwire_api_request_seconds", "API request latency",
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 RESOURCE_MODULES = ("services.api.links", "services.api.keys", "services.api.webhooks",
-                    "services.api.dashboard")
+                    "services.api.dashboard", "services.api.settings_routes")
 _REQUIRED_MODULES = frozenset({"services.api.links", "services.api.keys"})
 
 

@@ -21,7 +21,9 @@ from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_v
 from services.api.body import STRICT
 from services.dispatcher.payload import rfc3339_ms
 
-EventType = Literal["click", "link.created", "link.updated", "link.deleted", "webhook.disabled", "ping"]
+EventType = Literal["click", "link.created", "link.updated", "link.deleted", "webhook.disabled", "ping",
+                    "milestone.reached", "traffic.spike", "traffic.suspicious", "link.destination_failing",
+                    "link.blocked"]
 # The vocabularies of enriched_click.avsc (device_type, referrer_class and bot_kind docs).
 DeviceType = Literal["desktop", "mobile", "tablet", "tv", "console", "bot", "other"]
 ReferrerClass = Literal["search", "social", "email", "ai_assistant", "internal", "direct", "other"]

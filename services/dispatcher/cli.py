@@ -16,8 +16,8 @@ from clickwire.observability import HealthServer
 from clickwire.topics import Topic, name
 from services.dispatcher.settings import ROLES, DispatcherSettings
 
-ROUTER_TOPICS = (Topic.CLICKS_ENRICHED, Topic.LINKS, Topic.WEBHOOK_SUBSCRIPTIONS, Topic.WEBHOOK_OUTBOX,
-                 Topic.DEAD_LETTERS)
+ROUTER_TOPICS = (Topic.CLICKS_ENRICHED, Topic.LINKS, Topic.EVENTS_DERIVED, Topic.WEBHOOK_SUBSCRIPTIONS,
+                 Topic.WEBHOOK_OUTBOX, Topic.DEAD_LETTERS)
 DELIVERER_TOPICS = (Topic.WEBHOOK_SUBSCRIPTIONS, Topic.WEBHOOK_OUTBOX, Topic.WEBHOOK_RETRY,
                     Topic.WEBHOOK_ATTEMPTS, Topic.WEBHOOK_DEAD, Topic.DEAD_LETTERS)
 

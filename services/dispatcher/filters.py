@@ -8,7 +8,9 @@ Rules, per subscription, all of which must hold:
 - a bot click passes only when ``include_bots`` is true or ``bot_kinds`` is non-empty, and then only
   if ``bot_kinds`` is empty or names its kind; ``min_trust`` requires ``trust_score >= min_trust``.
 Link events (link.created, ...) have no country, device, referrer, bot or trust: those filters do
-not apply to them.
+not apply to them. Derived events (milestone.reached, traffic.spike, ...; ``is_derived``) are
+matched like link events, plus ``countries`` / ``referrer_classes`` when the event has a country or
+referrer class (a spike in one country); device, bot and trust filters do not apply to them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class EventFacts:
     tags: tuple[str, ...]
     campaign: str | None
     is_click: bool = True
+    is_derived: bool = False
     country: str = ""
     device_type: str = ""
     referrer_class: str = ""
@@ -77,6 +80,22 @@ class EventFacts:
             tags=tuple(link.get("tags") or ()),
             campaign=link.get("campaign"),
             is_click=False,
+        )
+
+    @classmethod
+    def from_derived(cls, record: Mapping[str, Any]) -> EventFacts:
+        """Return the facts of a derived event (a dict shaped by derived_event.avsc)."""
+        return cls(
+            type=record["type"],
+            workspace_id=record["workspace_id"],
+            link_id=record.get("link_id") or "",
+            domain=(record.get("domain") or "").lower(),
+            tags=tuple(record.get("tags") or ()),
+            campaign=record.get("campaign"),
+            is_click=False,
+            is_derived=True,
+            country=(record.get("country") or "").upper(),
+            referrer_class=record.get("referrer_class") or "",
         )
 
     dim_values: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
@@ -158,6 +177,13 @@ def matches(sub: Mapping[str, Any] | CompiledFilter, event: EventFacts) -> bool:
     values = event.dim_values
     for dim in f.click_dims if event.is_click else f.link_dims:
         if f.sets[dim].isdisjoint(values[dim]):
+            return False
+    if event.is_derived:
+        # A derived event is filtered by country / referrer class only when it has one.
+        if event.country and f.sets["countries"] and event.country not in f.sets["countries"]:
+            return False
+        if (event.referrer_class and f.sets["referrer_classes"]
+                and event.referrer_class not in f.sets["referrer_classes"]):
             return False
     return f.passes_scalar_filters(event)
 

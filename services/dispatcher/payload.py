@@ -22,6 +22,9 @@ import uuid_utils
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("click", "link.created", "link.updated", "link.deleted", "webhook.disabled", "ping")
+# Built by services/patterns (their data arrives ready on events.derived); schemas in schemas/webhooks too.
+DERIVED_EVENT_TYPES = ("milestone.reached", "traffic.spike", "traffic.suspicious", "link.destination_failing",
+                       "link.blocked")
 LINK_EVENT_TYPES = frozenset({"link.created", "link.updated", "link.deleted"})
 # Fixed forever: event ids derived from it must come out the same in every process and release.
 _EVENT_NAMESPACE = uuid.UUID("7f1c0f0e-5d3a-4b8e-9a57-6c1e2b9d4a10")
@@ -114,3 +117,13 @@ def ping_event(subscription: Mapping[str, Any], *, at_ms: int, message: str = "p
     """Return a ``ping`` event for checking an endpoint; every call gets a new id."""
     data = {"webhook": _project("webhook", subscription), "message": message}
     return _serialize(fresh_event_id(), "ping", at_ms, data)
+
+
+def derived_event(record: Mapping[str, Any]) -> Event:
+    """Return the webhook event of a derived_event.avsc record; its id was derived by the patterns service."""
+    if record["type"] not in DERIVED_EVENT_TYPES:
+        raise ValueError(f"not a derived event type: {record['type']!r}")
+    data = orjson.loads(record["data_json"])
+    if not isinstance(data, dict):
+        raise ValueError("data_json is not a JSON object")
+    return _serialize(record["event_id"], record["type"], record["created_ms"], data)

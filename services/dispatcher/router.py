@@ -1,6 +1,7 @@
-"""The router: enriched clicks and link changes -> one outbox record per matching subscription.
+"""The router: enriched clicks, link changes and derived events -> one outbox record per matching subscription.
 
-Consumer group ``clickwire-router`` on ``clicks.enriched`` and ``links``. Each event is serialized
+Consumer group ``clickwire-router`` on ``clicks.enriched``, ``links`` and ``events.derived`` (milestones,
+spikes, ... from services/patterns: their body is built from the record's ``data_json`` and id). Each event is serialized
 once (services.dispatcher.payload) and written to ``webhooks.outbox`` keyed by subscription id, so
 the outbox's order per subscription is the order the router saw the events in. Input offsets are
 committed only after every outbox record of the batch is acknowledged: a crash re-routes at most the
@@ -29,7 +30,7 @@ from clickwire.kafka import make_consumer
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 from services.dispatcher.filters import EventFacts
-from services.dispatcher.payload import Event, click_event, link_event
+from services.dispatcher.payload import Event, click_event, derived_event, link_event
 from services.dispatcher.subscriptions import Subscriptions
 
 log = structlog.get_logger(__name__)
@@ -49,10 +50,12 @@ class Router:
         self._producer = producer
         self.clicks_topic = name(Topic.CLICKS_ENRICHED, prefix)
         self.links_topic = name(Topic.LINKS, prefix)
+        self.derived_topic = name(Topic.EVENTS_DERIVED, prefix)
         self._outbox = name(Topic.WEBHOOK_OUTBOX, prefix)
         self.group_id = f"{prefix}clickwire-router"
         self._click_codec = codec_for(Topic.CLICKS_ENRICHED, common.schema_registry_url)
         self._link_codec = codec_for(Topic.LINKS, common.schema_registry_url)
+        self._derived_codec = codec_for(Topic.EVENTS_DERIVED, common.schema_registry_url)
         self._outbox_codec = codec_for(Topic.WEBHOOK_OUTBOX, common.schema_registry_url)
         self._dead_letters = DeadLetters(common, producer, "router")
         # Raw Avro values, decoded on use: a few hundred bytes per link instead of a dict.
@@ -75,7 +78,8 @@ class Router:
         """Route until ``stop`` is set; every batch is committed after its outbox writes are acknowledged."""
         await self.links.start()
         await self.links.wait_loaded(60)
-        consumer = make_consumer(self._common, self.clicks_topic, self.links_topic, group_id=self.group_id)
+        consumer = make_consumer(self._common, self.clicks_topic, self.links_topic, self.derived_topic,
+                                 group_id=self.group_id)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -103,6 +107,11 @@ class Router:
                 matched = self._subs.match(facts) if facts is not None else []
                 # Most clicks match nobody: the body is built only for those that do.
                 event = self._click_event(click) if matched else None
+            elif record.topic == self.derived_topic:
+                derived = self._derived_codec.decode(record.value)
+                facts = EventFacts.from_derived(derived)
+                matched = self._subs.match(facts)
+                event = derived_event(derived) if matched else None
             else:
                 event, facts = self._link(record)
                 matched = self._subs.match(facts) if facts is not None else []

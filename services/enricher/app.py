@@ -107,9 +107,11 @@ class EnricherApp:
             datadir=str(settings.data_dir),
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval_s,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.session_timeout_s / 5,
             broker_max_poll_records=max(500, settings.batch_size),
             stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-            producer_linger=0.001,
+            producer_linger=0.005,
             producer_acks=-1,
             producer_compression_type="zstd",
             producer_max_batch_size=256 * 1024,
@@ -145,7 +147,8 @@ class EnricherApp:
 
     async def _agent(self, stream: StreamT[bytes]) -> None:
         within = self.settings.batch_wait_ms / 1000
-        async for events in stream.take_events(self.settings.batch_size, within=within):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+                self.settings.batch_size, within=within):
             await self.handle(events)
 
     def _velocity_hit(self, raw: Mapping[str, Any]) -> int:
@@ -153,13 +156,13 @@ class EnricherApp:
         window_set.apply(operator.add, 1)
         return int(window_set.current())
 
-    async def handle(self, events: Sequence[EventT]) -> None:
+    async def handle(self, events: Sequence[EventT[bytes]]) -> None:
         """Enrich a batch; return once every enriched record of it is on the broker."""
         now_ms = int(time.time() * 1000)
         producer = self.app.producer
         pending = []
         counts = BatchCounts()
-        event_of_link: dict[str, EventT] = {}
+        event_of_link: dict[str, EventT[bytes]] = {}
         for event in events:
             message = event.message
             _set_current_event(event)
@@ -214,14 +217,14 @@ class EnricherApp:
 
     async def _on_stats_recovered(self) -> None:
         # Recovered counts may be ahead of what was last published (crash between the two).
-        self.dirty.update(str(k) for k in self.stats.keys())
+        self.dirty.update(str(k) for k in self.stats)
 
 
-def _json_schema() -> faust.Schema:
+def _json_schema() -> faust.Schema[Any, Any]:
     return faust.Schema(key_serializer="json", value_serializer="json")
 
 
-def _set_current_event(event: EventT) -> None:
+def _set_current_event(event: EventT[bytes]) -> None:
     # Faust picks a table changelog's partition from the stream's current event; in a batch we
     # process events one by one, so each becomes current in turn (as Faust does per event).
     faust.streams._current_event.set(weakref.ref(event))

@@ -91,7 +91,7 @@ async def serve(settings: EnricherSettings, stop: asyncio.Event) -> None:
 @app.command("enrich")
 @one_line_errors
 def enrich_command(
-    links: typer.FileText = typer.Option(  # noqa: B008 - typer declares options this way
+    links: typer.FileText = typer.Option(
         None, "--links", help="JSON lines of link records (link.avsc) to join onto the clicks"),
 ) -> None:
     """Read raw clicks as JSON lines on stdin, write enriched clicks as JSON lines on stdout."""
@@ -112,9 +112,9 @@ def enrich_lines(settings: EnricherSettings, lines: IO[str], out: IO[str], err: 
     stream = ClickStream(Enricher(settings.chain), settings.common.schema_registry_url)
     index = LinkIndex()
     if links_file is not None:
-        for record in links_file:
-            if record.strip():
-                link = orjson.loads(record)
+        for link_line in links_file:
+            if link_line.strip():
+                link = orjson.loads(link_line)
                 index.apply(f"{link['domain']}/{link['code']}", link)
     velocity = LocalVelocity(settings.velocity_window_s)
     bad = 0

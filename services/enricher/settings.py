@@ -45,6 +45,7 @@ class EnricherSettings:
     batch_size: int
     batch_wait_ms: int
     velocity_window_s: int
+    session_timeout_s: float
     chain: EnricherConfig = field(repr=False)
 
     @classmethod
@@ -72,8 +73,10 @@ class EnricherSettings:
             fetch_wait_ms=env.int("CLICKWIRE_ENRICHER_FETCH_WAIT_MS", 5, lo=0, hi=1500),
             commit_interval_s=env.float("CLICKWIRE_ENRICHER_COMMIT_INTERVAL", 1.0, lo=0.05),
             batch_size=env.int("CLICKWIRE_ENRICHER_BATCH_SIZE", 1000, lo=1, hi=100_000),
-            batch_wait_ms=env.int("CLICKWIRE_ENRICHER_BATCH_WAIT_MS", 2, lo=0, hi=10_000),
+            batch_wait_ms=env.int("CLICKWIRE_ENRICHER_BATCH_WAIT_MS", 5, lo=0, hi=10_000),
             velocity_window_s=env.int("CLICKWIRE_ENRICHER_VELOCITY_WINDOW", 60, lo=1, hi=86_400),
+            # A killed worker's partitions wait this long before a restarted one gets them.
+            session_timeout_s=env.float("CLICKWIRE_ENRICHER_SESSION_TIMEOUT", 10.0, lo=6.0),
             chain=EnricherConfig.from_env(chain_env),
         )
 

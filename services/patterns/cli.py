@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import structlog
@@ -40,6 +42,17 @@ async def _preflight(settings: PatternsSettings) -> None:
     await check_topics(settings.common, TOPICS)
 
 
+async def _wait_running(app: Any, stop: asyncio.Event, timeout_s: float = 60.0) -> None:
+    # Ready means partitions assigned and tables recovered: events sent from now on are processed.
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        if app.rebalancing is False and app.assignor.assigned_actives() and app.tables.recovery.completed.is_set():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Faust worker was not assigned partitions within {timeout_s:g} s")
+        await asyncio.sleep(0.05)
+
+
 async def serve(settings: PatternsSettings, stop: asyncio.Event,
                 on_ready: Callable[[int], Awaitable[None]] | None = None) -> None:
     """Run the Faust worker, the thresholds follower, the destination checker and /health until ``stop``."""
@@ -52,6 +65,7 @@ async def serve(settings: PatternsSettings, stop: asyncio.Event,
 
     log = structlog.get_logger("patterns")
     common = settings.common
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     partitions = await check_topics(common, TOPICS)
     patterns = PatternsApp(settings, click_partitions=partitions[name(Topic.CLICKS_ENRICHED, common.topic_prefix)],
                            link_partitions=partitions[name(Topic.LINKS, common.topic_prefix)])
@@ -72,7 +86,8 @@ async def serve(settings: PatternsSettings, stop: asyncio.Event,
             # clickwire.service owns SIGTERM/SIGINT: they set `stop`, and we stop the worker below.
             pass
 
-    worker = _Worker(patterns.app, loop=asyncio.get_running_loop(), override_logging=False,
+    # daemon=False: start() returns once the worker runs instead of blocking until it stops.
+    worker = _Worker(patterns.app, loop=asyncio.get_running_loop(), override_logging=False, daemon=False,
                      redirect_stdouts=False, quiet=True, loglevel=common.log_level)
     transport = VettedTransport(allow_nets=settings.allow_nets, connect_timeout_s=settings.check_timeout_s,
                                 total_timeout_s=settings.check_timeout_s, max_body_bytes=1024)
@@ -82,6 +97,7 @@ async def serve(settings: PatternsSettings, stop: asyncio.Event,
         await workspaces.start()
         await workspaces.wait_loaded()
         await worker.start()
+        await _wait_running(patterns.app, stop)
         if settings.check_destinations:
             checker = asyncio.create_task(patterns.check_destinations(client, stop), name="destination-checks")
         log.info("patterns started", app_id=settings.faust_id, metrics_port=health_server.port)

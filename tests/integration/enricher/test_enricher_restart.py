@@ -26,7 +26,7 @@ async def test_sigkill_mid_stream_and_restart_loses_no_click(topics: CommonSetti
     links = [link_record(f"lnk_it_kill{i:02d}") for i in range(8)]
     clicks = [raw_click(links[i % len(links)], client_ip=f"10.1.{i % 250}.{i % 7}") for i in range(3000)]
     encoded = [(c["link_id"].encode(), encode(Topic.CLICKS_RAW, c)) for c in clicks]
-    proc = EnricherProcess(topics, tmp_path / "home")
+    proc = EnricherProcess(topics, tmp_path / "home", CLICKWIRE_ENRICHER_SESSION_TIMEOUT="6")
     proc.start()
     try:
         async with TopicReader(topics, Topic.CLICKS_ENRICHED) as reader:

@@ -64,7 +64,8 @@ async def test_clicks_are_enriched_joined_and_counted_while_poison_goes_to_dead_
         "newsletter", "email", "spring-24")
     assert first["link_created_ms"] == link["created_ms"]
     assert first["ip"] == "81.2.69.0"  # truncated by default
-    assert first["is_bot"] is False and "velocity" not in first["trust_signals"]
+    assert first["is_bot"] is False
+    assert "velocity" not in first["trust_signals"]
     assert by_id[bot["click_id"]]["bot_kind"] == "link_preview"
     assert by_id[bot["click_id"]]["is_bot"] is True
     assert "velocity" in by_id[humans[-1]["click_id"]]["trust_signals"]
