@@ -68,9 +68,13 @@ async def _api(session: aiohttp.ClientSession, method: str, url: str, token: str
         return resp.status, await resp.json(content_type=None)
 
 
+DEMO_SUBSCRIPTIONS: dict[str, dict[str, Any]] = {"all": {"include_bots": True}, "humans": {}}
+
+
 async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: str,
-                       say: Callable[[str], None]) -> DemoWorld:
-    """Mint a key, create links and subscriptions through the API; return what was made."""
+                       say: Callable[[str], None],
+                       subscriptions: dict[str, dict[str, Any]] | None = None) -> DemoWorld:
+    """Mint a key, create links and subscriptions (path -> filters) through the API; return what was made."""
     from clickwire.settings import CommonSettings
     from services.api.keys import new_key, publish_key
 
@@ -90,7 +94,7 @@ async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: st
             if time.monotonic() > deadline:
                 raise StackError("the API did not see the demo key within 20 s")
             await asyncio.sleep(0.1)
-        for path, filters in (("all", {"include_bots": True}), ("humans", {})):
+        for path, filters in (subscriptions or DEMO_SUBSCRIPTIONS).items():
             status, body = await _api(session, "POST", f"{api_url}/v1/webhooks", world.token, {
                 "url": f"{receiver_url}/{path}", "description": f"demo: {path}",
                 "event_types": ["click", "link.created", "link.updated", "link.deleted"], "filters": filters})
@@ -98,7 +102,7 @@ async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: st
                 raise StackError(f"creating the demo webhook failed: {status} {body}")
             receiver.add_secret(body["secret"])
             world.subscriptions[path] = body["id"]
-        say(f"subscribed {receiver_url}/all (every click) and /humans (humans only)")
+        say("subscribed " + ", ".join(f"{receiver_url}/{path}" for path in world.subscriptions))
         status, body = await _api(session, "POST", f"{api_url}/v1/links", world.token,
                                   {"links": [dict(link, code=f"{link['code']}-{int(time.time()) % 100000}")
                                              for link in DEMO_LINKS]})

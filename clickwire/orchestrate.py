@@ -8,11 +8,10 @@ down`` stops them before the broker. A service counts as up when its health endp
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -27,21 +26,33 @@ class ServiceSpec:
 
     name: str
     health_url: str
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
-def default_services(env: Mapping[str, str] | None = None) -> list[ServiceSpec]:
-    """The services in start order, with health URLs from the same settings they will read."""
-    e = os.environ if env is None else env
-    api = f"http://127.0.0.1:{e.get('CLICKWIRE_API_PORT', '8000')}/health"
-    red = f"http://127.0.0.1:{e.get('CLICKWIRE_REDIRECTOR_PORT', '8080')}/_/health"
-    sink = f"http://127.0.0.1:{e.get('CLICKWIRE_SINK_PORT', '9102')}/health"
+@dataclass(frozen=True)
+class Ports:
+    """The port each service listens on (the defaults are the services' own defaults)."""
+
+    api: int = 8000
+    redirector: int = 8080
+    enricher: int = 9101
+    sink: int = 9102
+    dispatcher: int = 9103
+    patterns: int = 9104
+
+
+def default_services(ports: Ports | None = None) -> list[ServiceSpec]:
+    """The services in start order: each with the variables that give it its port, and its health URL."""
+    p = ports or Ports()
+    local = "http://127.0.0.1"
     return [
-        ServiceSpec("sink", sink),
-        ServiceSpec("enricher", "http://127.0.0.1:9101/health"),
-        ServiceSpec("dispatcher", "http://127.0.0.1:9103/health"),
-        ServiceSpec("patterns", "http://127.0.0.1:9104/health"),
-        ServiceSpec("api", api),
-        ServiceSpec("redirector", red),
+        ServiceSpec("sink", f"{local}:{p.sink}/health", {"CLICKWIRE_SINK_PORT": str(p.sink)}),
+        ServiceSpec("enricher", f"{local}:{p.enricher}/health", {"CLICKWIRE_METRICS_PORT": str(p.enricher)}),
+        ServiceSpec("dispatcher", f"{local}:{p.dispatcher}/health", {"CLICKWIRE_METRICS_PORT": str(p.dispatcher)}),
+        ServiceSpec("patterns", f"{local}:{p.patterns}/health", {"CLICKWIRE_METRICS_PORT": str(p.patterns)}),
+        ServiceSpec("api", f"{local}:{p.api}/health", {"CLICKWIRE_API_PORT": str(p.api)}),
+        ServiceSpec("redirector", f"{local}:{p.redirector}/_/health",
+                    {"CLICKWIRE_REDIRECTOR_PORT": str(p.redirector)}),
     ]
 
 
@@ -59,7 +70,7 @@ def start_service(home: Path, spec: ServiceSpec, env: Mapping[str, str]) -> proc
         return running
     argv = [sys.executable, "-m", "clickwire", spec.name]
     return procs.start(home, spec.name, argv, marker=f"-m clickwire {spec.name}",
-                       log_path=home / "logs" / f"{spec.name}.log", env=dict(env))
+                       log_path=home / "logs" / f"{spec.name}.log", env={**env, **spec.env})
 
 
 async def wait_healthy(home: Path, spec: ServiceSpec, timeout_s: float = 60.0) -> float:
@@ -85,7 +96,7 @@ async def wait_healthy(home: Path, spec: ServiceSpec, timeout_s: float = 60.0) -
 async def up(home: Path, env: Mapping[str, str], services: list[ServiceSpec] | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, float]:
     """Start every service and wait until each is healthy; return seconds to healthy per service."""
-    services = services or default_services(env)
+    services = services or default_services()
     for spec in services:
         start_service(home, spec, env)
     took: dict[str, float] = {}

@@ -32,6 +32,7 @@ class ReceiverStats:
     bad_signatures: int = 0
     out_of_order: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    click_ids: set[str] = field(default_factory=set)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
     accepted_at: deque[float] = field(default_factory=lambda: deque(maxlen=50000))
 
@@ -94,8 +95,8 @@ class Receiver:
         if len(self._seen) > self._window:
             self._seen.popitem(last=False)
         payload = orjson.loads(body)
-        events = payload if isinstance(payload, list) else payload.get("events", [payload]) \
-            if isinstance(payload, dict) and payload.get("type") == "batch" else [payload]
+        # A batch delivery is a JSON array of events (docs/delivery.md), one event otherwise.
+        events = payload if isinstance(payload, list) else [payload]
         subscription = request.match_info.get("subscription", "")
         for event in events:
             self._accept(subscription, event)
@@ -109,6 +110,8 @@ class Receiver:
         self.stats.by_type[kind] = self.stats.by_type.get(kind, 0) + 1
         latency = None
         click = (event.get("data") or {}).get("click")
+        if isinstance(click, dict) and isinstance(click.get("click_id"), str):
+            self.stats.click_ids.add(click["click_id"])
         if isinstance(click, dict) and isinstance(click.get("ts_ms"), int):
             latency = now * 1000 - click["ts_ms"]
             self.stats.latencies_ms.append(latency)

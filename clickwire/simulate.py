@@ -15,8 +15,8 @@ Patterns (``pattern=``), for the derived events (docs/webhooks.md, "Derived even
 | pattern | what it sends |
 |---|---|
 | steady | the mix above at a constant rate (no spike, no alert) |
-| spike | steady for the first 60% of the duration, then 4x the rate of human clicks from one country (``country``, default FR) |
-| bot-burst | steady for the first 60%, then 4x the rate of bots, email scanners and one hammering IP on the first link |
+| spike | steady for 60% of the duration, then 4x the rate of humans from one country (``country``, default FR) |
+| bot-burst | steady for 60%, then 4x the rate of bots, email scanners and one hammering IP on the first link |
 
 Client addresses are sent in ``X-Forwarded-For``: run the redirector with
 ``CLICKWIRE_REDIRECTOR_TRUSTED_PROXIES=127.0.0.1/32`` so it believes them (the demo does).
@@ -103,6 +103,8 @@ class SimStats:
     by_status: Counter[int] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)
     errors: int = 0
+    # Click ids (the redirector's X-Click-Id) of every click answered with a redirect.
+    redirected_ids: set[str] = field(default_factory=set)
 
     @property
     def server_errors(self) -> int:
@@ -206,6 +208,9 @@ async def simulate(base_url: str, targets: Sequence[Target], *, rate: float, dur
                     stats.by_status[resp.status] += 1
                     if 300 <= resp.status < 400:
                         stats.redirected += 1
+                        click_id = resp.headers.get("x-click-id")
+                        if click_id:
+                            stats.redirected_ids.add(click_id)
             except (aiohttp.ClientError, TimeoutError):
                 stats.errors += 1
 

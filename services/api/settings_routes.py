@@ -87,8 +87,8 @@ async def _put(request: Request) -> Response:
         raise Problem(422, "invalid_body", str(exc)) from None
     now_ms = int(time.time() * 1000)
     record = encode_overrides(workspace_id, body, now_ms)
-    await ctx.producer.send_and_wait(name(Topic.WORKSPACE_SETTINGS, ctx.common.topic_prefix),
-                                     codec_for(Topic.WORKSPACE_SETTINGS, ctx.common.schema_registry_url).encode(record),
+    codec = codec_for(Topic.WORKSPACE_SETTINGS, ctx.common.schema_registry_url)
+    await ctx.producer.send_and_wait(name(Topic.WORKSPACE_SETTINGS, ctx.common.topic_prefix), codec.encode(record),
                                      key=workspace_id.encode())
     table = _table(ctx)
     deadline = time.monotonic() + _VISIBLE_TIMEOUT_S
@@ -113,7 +113,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/v1/settings/events": {
         "get": {"summary": "The workspace's thresholds for derived events (defaults merged with its overrides)",
                 "security": [{"bearer": []}],
-                "responses": {"200": {"description": "Thresholds", "content": {"application/json": {"schema": _VIEW}}}}},
+                "responses": {"200": {"description": "Thresholds",
+                                      "content": {"application/json": {"schema": _VIEW}}}}},
         "put": {"summary": "Replace the workspace's overrides (any sections and keys; {} restores the defaults)",
                 "security": [{"bearer": []}],
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},

@@ -1,9 +1,9 @@
-"""The router: enriched clicks, link changes and derived events -> one outbox record per matching subscription.
+"""The router: clicks, link changes and derived events -> one outbox record per matching subscription.
 
 Consumer group ``clickwire-router`` on ``clicks.enriched``, ``links`` and ``events.derived`` (milestones,
-spikes, ... from services/patterns: their body is built from the record's ``data_json`` and id). Each event is serialized
-once (services.dispatcher.payload) and written to ``webhooks.outbox`` keyed by subscription id, so
-the outbox's order per subscription is the order the router saw the events in. Input offsets are
+spikes, ... from services/patterns: their body is built from the record's ``data_json`` and id).
+Each event is serialized once (services.dispatcher.payload) and written to ``webhooks.outbox`` keyed
+by subscription id, so the outbox's order per subscription is the order the router saw the events in. Input offsets are
 committed only after every outbox record of the batch is acknowledged: a crash re-routes at most the
 uncommitted batch, and the deliveries carry the same event ids (receivers dedupe by webhook-id).
 

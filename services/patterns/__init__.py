@@ -1,1 +1,1 @@
-"""Derived events: patterns in the clicks and links (milestones, spikes, suspicious traffic, failing and blocked links)."""
+"""Derived events: milestones, spikes, suspicious traffic, failing and blocked links (docs/webhooks.md)."""

@@ -23,6 +23,7 @@ emits it again on replay with the same deterministic id (receivers dedupe on web
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,14 +32,14 @@ import faust
 import orjson
 import structlog
 from aiokafka.partitioner import murmur2
-from faust.types import EventT, StreamT, TP
+from faust.types import TP, EventT, StreamT
 from prometheus_client import Counter, Histogram
 
 from clickwire.codec import CodecError, codec_for
 from clickwire.topics import Topic, name
 from services.enricher.app import _App as FaustApp  # faust.App with a configurable fetch wait
-from services.patterns import milestones, spikes, suspicious
 from services.patterns import destinations as dest
+from services.patterns import milestones, spikes, suspicious
 from services.patterns.settings import PatternsSettings
 from services.patterns.thresholds import ThresholdBook
 
@@ -56,13 +57,13 @@ def _copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
-def _json_schema() -> faust.Schema:
+def _json_schema() -> faust.Schema:  # type: ignore[type-arg]
     return faust.Schema(key_serializer="json", value_serializer="json")
 
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (as the API's producer does)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 class PatternsApp:
@@ -87,13 +88,13 @@ class PatternsApp:
             producer_compression_type="zstd", topic_partitions=click_partitions, topic_replication_factor=1,
         )
         self.app.fetch_wait_ms = settings.fetch_wait_ms
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        clicks = self.app.topic(name(Topic.CLICKS_ENRICHED, common.topic_prefix), **raw)
-        links = self.app.topic(self.links_topic_name, **raw)
+        clicks = self.app.topic(name(Topic.CLICKS_ENRICHED, common.topic_prefix), key_serializer="raw",
+                                value_serializer="raw")
+        links = self.app.topic(self.links_topic_name, key_serializer="raw", value_serializer="raw")
         self.entities = self.app.topic(f"{settings.faust_id}-entities", partitions=click_partitions,
-                                       internal=True, **raw)
+                                       internal=True, key_serializer="raw", value_serializer="raw")
         self.checks = self.app.topic(f"{settings.faust_id}-checks", partitions=link_partitions,
-                                     internal=True, **raw)
+                                     internal=True, key_serializer="raw", value_serializer="raw")
         self.suspicious = self.app.Table("suspicious", default=None, partitions=click_partitions,
                                          schema=_json_schema())
         self.counts = self.app.Table("counts", default=None, partitions=click_partitions, schema=_json_schema())
@@ -139,11 +140,11 @@ class PatternsApp:
         async for event in stream.events():
             await self.observe(event)
 
-    async def observe(self, event: EventT) -> None:
+    async def observe(self, event: EventT[bytes]) -> None:
         """One enriched click: the link's suspicious-traffic window, then forward it to its entities."""
         message = event.message
         try:
-            click = self._click_codec.decode(message.value)
+            click = self._click_codec.decode(message.value or b"")
         except CodecError as exc:
             log.warning("undecodable click skipped", partition=message.partition, offset=message.offset,
                         error=str(exc))
@@ -309,7 +310,5 @@ class PatternsApp:
                     due.append(one(key, url))
             if due:
                 await asyncio.gather(*due, return_exceptions=True)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=min(interval, 1.0))
-            except TimeoutError:
-                pass

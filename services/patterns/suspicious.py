@@ -96,7 +96,7 @@ def _reasons(state: State, cfg: Suspicious) -> list[str]:
 
 def _bad(state: State) -> int:
     # Bots are low-trust too, but a click can be both: count the larger population, not their sum.
-    return max(state["bots"], state["low"])
+    return int(max(state["bots"], state["low"]))
 
 
 def suspicious_id(workspace_id: str, link_id: str, window_start_ms: int) -> str:

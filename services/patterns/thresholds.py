@@ -85,13 +85,13 @@ class EventThresholds(BaseModel):
 
     model_config = _STRICT
 
-    milestones: Milestones = Field(default_factory=Milestones)
-    spikes: Spikes = Field(default_factory=Spikes)
-    suspicious: Suspicious = Field(default_factory=Suspicious)
-    destinations: Destinations = Field(default_factory=Destinations)
+    milestones: Milestones = Field(default_factory=lambda: Milestones.model_validate({}))
+    spikes: Spikes = Field(default_factory=lambda: Spikes.model_validate({}))
+    suspicious: Suspicious = Field(default_factory=lambda: Suspicious.model_validate({}))
+    destinations: Destinations = Field(default_factory=lambda: Destinations.model_validate({}))
 
 
-DEFAULTS = EventThresholds()
+DEFAULTS = EventThresholds.model_validate({})
 SECTIONS = tuple(EventThresholds.model_fields)
 
 
