@@ -38,14 +38,15 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -c "import clickwire.cli" || { echo "install failed"; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-## run: the stack, every service and the demo (Ctrl-C stops everything)
+## run: the stack, every service and the live demo (Ctrl-C stops it; the broker stays up for the next run)
+DEMO_ARGS ?=
 run: setup
-	@$(BIN)/clickwire stack up
+	@$(BIN)/clickwire demo $(DEMO_ARGS)
 	@$(BIN)/clickwire stack status
 
-## up: the stack and every service, no demo
+## up: the stack and every service in the background, no demo
 up: setup
-	@$(BIN)/clickwire stack up
+	@$(BIN)/clickwire up
 
 status:
 	@$(BIN)/clickwire stack status

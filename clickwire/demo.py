@@ -69,6 +69,16 @@ async def _api(session: aiohttp.ClientSession, method: str, url: str, token: str
 
 
 DEMO_SUBSCRIPTIONS: dict[str, dict[str, Any]] = {"all": {"include_bots": True}, "humans": {}}
+CLICK_AND_LINK_EVENTS = ["click", "link.created", "link.updated", "link.deleted"]
+DERIVED_EVENTS = ["milestone.reached", "traffic.spike", "traffic.suspicious", "link.destination_failing",
+                  "link.blocked"]
+# Short windows so a few minutes of demo traffic show a spike (the defaults watch hours).
+DEMO_THRESHOLDS = {
+    "milestones": {"counts": [100, 1000, 10000]},
+    "spikes": {"window_s": 15, "baseline_s": 60, "factor": 2.5, "min_count": 20, "cooldown_s": 60},
+}
+# The demo's traffic cycle: steady, then a spike of human clicks from one country.
+CYCLE_S = 45.0
 
 
 async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: str,
@@ -95,14 +105,18 @@ async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: st
                 raise StackError("the API did not see the demo key within 20 s")
             await asyncio.sleep(0.1)
         for path, filters in (subscriptions or DEMO_SUBSCRIPTIONS).items():
+            events = CLICK_AND_LINK_EVENTS + (DERIVED_EVENTS if path == "all" else [])
             status, body = await _api(session, "POST", f"{api_url}/v1/webhooks", world.token, {
                 "url": f"{receiver_url}/{path}", "description": f"demo: {path}",
-                "event_types": ["click", "link.created", "link.updated", "link.deleted"], "filters": filters})
+                "event_types": events, "filters": filters})
             if status != 201:
                 raise StackError(f"creating the demo webhook failed: {status} {body}")
             receiver.add_secret(body["secret"])
             world.subscriptions[path] = body["id"]
         say("subscribed " + ", ".join(f"{receiver_url}/{path}" for path in world.subscriptions))
+        status, body = await _api(session, "PUT", f"{api_url}/v1/settings/events", world.token, DEMO_THRESHOLDS)
+        if status != 200:
+            raise StackError(f"setting the demo's event thresholds failed: {status} {body}")
         status, body = await _api(session, "POST", f"{api_url}/v1/links", world.token,
                                   {"links": [dict(link, code=f"{link['code']}-{int(time.time()) % 100000}")
                                              for link in DEMO_LINKS]})
@@ -115,6 +129,18 @@ async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: st
             world.targets.append(Target(link["domain"], link["code"], time.time(), link.get("campaign") or ""))
         say(f"created {len(world.targets)} links: " + ", ".join(t.code for t in world.targets))
     return world
+
+
+async def _traffic(world: DemoWorld, rate: float, duration_s: float | None, stats: SimStats,
+                   pool: AddressPool) -> SimStats:
+    """Cycles of steady traffic ending in a spike from one country, until the duration is over."""
+    deadline = time.monotonic() + (duration_s if duration_s is not None else 365 * 86400.0)
+    cycle = 0
+    while (left := deadline - time.monotonic()) > 1:
+        await simulate(world.redirector_url, world.targets, rate=rate, duration_s=min(CYCLE_S, left), stats=stats,
+                       pool=pool, pattern="spike", country=("FR", "JP", "BR")[cycle % 3], seed=cycle)
+        cycle += 1
+    return stats
 
 
 async def run_demo(*, rate: float, duration_s: float | None, receiver_port: int = 9200) -> SimStats:
@@ -138,9 +164,7 @@ async def run_demo(*, rate: float, duration_s: float | None, receiver_port: int 
         world = await create_world(env, receiver, f"http://127.0.0.1:{receiver_port}", say)
         await tap.start()
         pool = await asyncio.to_thread(AddressPool, __import__("random").Random(11))
-        endless = duration_s if duration_s is not None else 24 * 3600.0
-        sim_task = asyncio.create_task(simulate(world.redirector_url, world.targets, rate=rate,
-                                                duration_s=endless, stats=sim_stats, pool=pool))
+        sim_task = asyncio.create_task(_traffic(world, rate, duration_s, sim_stats, pool))
         started = time.monotonic()
         lag: dict[str, int | None] = {}
         last_lag = 0.0
@@ -159,6 +183,8 @@ async def run_demo(*, rate: float, duration_s: float | None, receiver_port: int 
         while tap.total < sim_stats.redirected and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         s = receiver.stats
+        derived = {k: v for k, v in s.by_type.items() if k in DERIVED_EVENTS}
+        say(f"derived events received: {derived or 'none yet'}")
         say(f"sent {sim_stats.sent}, redirected {sim_stats.redirected}, 5xx {sim_stats.server_errors}; "
             f"enriched {tap.total}; webhooks accepted {s.accepted} (bad signatures {s.bad_signatures}, "
             f"duplicates dropped {s.duplicates}, out of order {s.out_of_order}); "

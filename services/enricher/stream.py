@@ -17,6 +17,7 @@ from typing import Any
 from clickwire.codec import AvroCodec, CodecError, codec_for
 from clickwire.deadletter import InvalidMessage
 from clickwire.topics import Topic
+from services.enricher.avro import Unsupported, decode_raw, encode_enriched
 from services.enricher.chain import Enricher, LinkInfo
 
 # Fields a raw click must carry with a non-empty value to be enriched at all.
@@ -54,15 +55,24 @@ class ClickStream:
         self.enricher = enricher
         self.raw_codec: AvroCodec = codec_for(Topic.CLICKS_RAW, registry_url)
         self.enriched_codec: AvroCodec = codec_for(Topic.CLICKS_ENRICHED, registry_url)
+        self._raw_header = self.raw_codec.header
+        self._enriched_header = self.enriched_codec.header
 
     def decode(self, value: bytes | None, src: Source) -> dict[str, Any]:
         """The raw click in `value`; InvalidMessage when it cannot be decoded or lacks a field."""
         if value is None:
             raise _invalid(src, b"", "empty_value", "record has no value (tombstone on clicks.raw)")
         try:
-            raw = self.raw_codec.decode(value)
-        except CodecError as exc:
-            raise _invalid(src, value, type(exc).__name__, str(exc)) from exc
+            # Our own writer schema takes the hand-written path; anything else (or anything it
+            # refuses) goes through the codec, which resolves old schemas and names the error.
+            if not value.startswith(self._raw_header):
+                raise Unsupported("not our writer schema")
+            raw = decode_raw(value, len(self._raw_header))
+        except Unsupported:
+            try:
+                raw = self.raw_codec.decode(value)
+            except CodecError as exc:
+                raise _invalid(src, value, type(exc).__name__, str(exc)) from exc
         missing = [f for f in REQUIRED if not raw.get(f)]
         if missing:
             raise _invalid(src, value, "missing_field", f"raw click has empty {', '.join(missing)}")
@@ -81,9 +91,13 @@ class ClickStream:
     def encode(self, record: Mapping[str, Any], *, value: bytes, src: Source) -> Enriched:
         """The enriched click as Kafka key (link id) and Avro value; InvalidMessage if it does not fit."""
         try:
-            payload = self.enriched_codec.encode(record)
-        except CodecError as exc:
-            raise _invalid(src, value, type(exc).__name__, str(exc)) from exc
+            payload = encode_enriched(self._enriched_header, record)
+        except Unsupported:
+            # Defaults, odd types and errors are fastavro's call, as everywhere else in clickwire.
+            try:
+                payload = self.enriched_codec.encode(record)
+            except CodecError as exc:
+                raise _invalid(src, value, type(exc).__name__, str(exc)) from exc
         link_id = str(record["link_id"])
         return Enriched(link_id.encode(), payload, link_id, bool(record["is_bot"]))
 
