@@ -55,9 +55,11 @@ down:
 	@$(BIN)/clickwire stack down
 
 ## test: the whole suite against the real broker and ClickHouse engine; stops what it started
+# Test homes (brokers and services the tests start) live under .clickwire/test, so whatever happens
+# to pytest, `stack down --everywhere` afterwards leaves no process of ours running.
 test: setup
-	@status=0; $(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
-		$(TEST_ENV) $(BIN)/clickwire stack down >/dev/null 2>&1 || true; exit $$status
+	@status=0; $(TEST_ENV) $(BIN)/python -m pytest --basetemp=$(CURDIR)/.clickwire/test/tmp $(PYTEST_ARGS) \
+		|| status=$$?; $(TEST_ENV) $(BIN)/clickwire stack down --everywhere >/dev/null 2>&1 || true; exit $$status
 
 test-unit: setup
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -225,3 +225,17 @@ def down(s: StackSettings) -> list[str]:
     if procs.stop(s.common.home, BROKER, timeout_s=45.0):
         stopped.append(BROKER)
     return stopped
+
+
+def down_everywhere(root: Path) -> list[str]:
+    """Stop processes of every clickwire home under ``root`` (tests leave homes in temp dirs there)."""
+    stopped = []
+    for run in sorted(root.rglob("run")):
+        if not run.is_dir() or not any(run.glob("*.pid")):
+            continue
+        home = run.parent
+        names = [m.name for m in procs.all_managed(home)]
+        for name in sorted(names, key=lambda n: n == BROKER):  # services first, the broker last
+            if procs.stop(home, name, timeout_s=45.0 if name == BROKER else 30.0):
+                stopped.append(f"{name} ({home})")
+    return stopped

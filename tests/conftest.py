@@ -14,6 +14,7 @@ unit suite can never quietly depend on a service.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -26,6 +27,15 @@ from clickwire.settings import REPO_ROOT, CommonSettings
 
 TEST_HOME = Path(os.environ.get("CLICKWIRE_TEST_HOME", REPO_ROOT / ".clickwire" / "test"))
 TEST_KAFKA_PORT = int(os.environ.get("CLICKWIRE_TEST_KAFKA_PORT", "19092"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (CI's stop, `kill`) tears fixtures down like Ctrl-C, so brokers and services are stopped."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:

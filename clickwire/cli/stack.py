@@ -51,10 +51,17 @@ def up_cmd(
 
 @stack_app.command("down")
 @one_line_errors
-def down_cmd() -> None:
+def down_cmd(
+    everywhere: bool = typer.Option(False, "--everywhere",
+                                    help="Also stop processes of every clickwire home below CLICKWIRE_HOME."),
+) -> None:
     """Stop every process the stack started (services, then the broker)."""
     s = StackSettings.from_env()
     stopped = down(s)
+    if everywhere:
+        from clickwire.stack import down_everywhere
+
+        stopped += down_everywhere(s.common.home)
     _progress(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

@@ -1,18 +1,23 @@
-"""The Faust app: clicks.raw -> enrich -> clicks.enriched, velocity and per-link counter tables.
+"""The Faust app: clicks.raw -> enrich -> clicks.enriched, with in-memory velocity and link counts.
 
-Delivery is at-least-once (Faust's exactly-once mode has open bugs, see the brief):
+Faust owns the consumer side: group membership, rebalances, fetching (on its consumer thread),
+offset tracking and commits. What it does per event (a task-spawning `wait_first` per message in
+the consumer's drain loop, a channel queue, the stream iterator, sensors) capped a byte-forwarding
+agent at ~3.5-9k events/s here, so clicks.raw skips it: `_Consumer._drain_messages` hands each
+fetched batch to :meth:`EnricherApp.handle_batch`, which enriches it and produces the records
+through one raw aiokafka producer (lz4, a few ms linger) without waiting; a small number of
+batches stay in flight while the next one is enriched.
 
-* the agent takes batches of events; each batch's enriched records are sent and their delivery
-  awaited before Faust acks the events, and Faust flushes its producer before it commits offsets,
-  so a committed offset always has its enriched records (and table changelogs) on the broker;
-* a crash replays the clicks after the last commit: they are enriched and produced again
-  (the ClickHouse sink dedups by click id) and counted again in link stats (see stats.py).
+Delivery is at-least-once (Faust's exactly-once mode has open bugs, see the brief). A message is
+acked to Faust's consumer only once (1) its enriched record is on the broker and (2) a links.stats
+publish that counts it is on the broker (at most one stats interval later). Faust commits only
+acked, contiguous offsets, so a committed click always has its enriched record and its count
+published; a crash replays the clicks after the last commit (the sinks dedup by click id, link
+counts may run high: stats.py). A batch whose records cannot be delivered stays unacked, which
+stalls the commit of its partitions until a restart replays them; /health says so.
 
-Tables (changelogs ``<app id>-velocity-changelog`` and ``<app id>-link-stats-changelog``, created
-by Faust through the admin API, partitioned like clicks.raw): ``velocity`` is a tumbling window of
-clicks per (IP, link), ``link-stats`` holds [human, bot] clicks per link. Faust derives a changelog
-record's partition from the event being processed, so table writes happen with that event set
-as the current one.
+Velocity and link counts are per-partition state in memory (velocity.py, stats.py): dropped on
+revocation, link counts re-read from links.stats at assignment.
 
 Faust's own web server is disabled; health and metrics come from clickwire's HealthServer (cli.py).
 """
@@ -20,19 +25,18 @@ Faust's own web server is disabled; health and metrics come from clickwire's Hea
 from __future__ import annotations
 
 import asyncio
-import operator
 import time
-import weakref
-from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from functools import lru_cache
+from typing import Any, cast
 
 import faust
-import faust.streams
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import EventT, StreamT, TransportT
+from faust.types import TP, Message, TransportT
 from prometheus_client import Counter, Histogram
 
 from clickwire.codec import codec_for
@@ -42,17 +46,24 @@ from clickwire.topics import Topic, name, spec
 from services.enricher.chain import Enricher
 from services.enricher.links import LinkIndex
 from services.enricher.settings import EnricherSettings
-from services.enricher.stats import BatchCounts, link_stats_record
+from services.enricher.stats import LinkCounts, link_stats_record, read_totals
 from services.enricher.stream import ClickStream, Source
-from services.enricher.velocity import velocity_key
+from services.enricher.velocity import PartitionVelocity
 
 log = structlog.get_logger(__name__)
 
 CLICKS = Counter("clickwire_enricher_clicks_total", "Clicks enriched and produced", ["kind"])
 STATS_PUBLISHED = Counter("clickwire_enricher_link_stats_published_total", "link_stats records produced")
+BATCH = Histogram("clickwire_enricher_batch_size", "Messages per fetched batch",
+                  buckets=(1, 5, 20, 50, 100, 250, 500, 1000, 2000))
 LAG = Histogram("clickwire_enricher_click_age_seconds", "Click timestamp to enrichment",
                 buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60))
 SERVICE = "enricher"
+# Batches enriched and sent but not yet on the broker: enough to overlap enrichment with the
+# producer's round trip, few enough to bound memory and replay.
+MAX_IN_FLIGHT = 4
+
+BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -67,22 +78,84 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker
+        # Faust's loop, batched: same read-offset and gap bookkeeping, but one handler call per
+        # fetched batch instead of a channel delivery (and four futures) per message.
+        handler = cast(_App, self.app).batch_handler
+        if handler is None:
+            await super()._drain_messages(fetcher)
+            return
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        unacked = self._unacked_messages
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                batch = await self._next_batch()
+                self.diag.unset_flag(CONSUMER_FETCHING)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                if batch:
+                    for message in batch:
+                        unacked.add(message)  # Faust's wait_empty() on revoke waits for our acks
+                    await handler(batch)
+                else:
+                    await asyncio.sleep(0)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+
+    async def _next_batch(self) -> list[Message]:
+        # Consumer.getmany() without its per-message highwater lookup and monitor call (~10 us per
+        # message here); the same flow, generation and active-partition rules.
+        records, active = await self._wait_next_records(1.0)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:
+            await self.perform_seek()  # what getmany() does when a rebalance stopped the flow
+            return []
+        batch: list[Message] = []
+        read_offset = self._read_offset
+        to_message = self._to_message
+        for tp, tp_records in records.items():
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            for record in tp_records:
+                offset = record.offset
+                r_offset = read_offset[tp]
+                if r_offset is not None and offset < r_offset:
+                    continue  # already delivered (a seek back): Faust drops these too
+                if r_offset and offset - r_offset > 1 and self.app.topics.acks_enabled_for(tp.topic):
+                    await self._add_gap(tp, r_offset + 1, offset)
+                read_offset[tp] = offset
+                batch.append(to_message(tp, record))
+        return batch
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
 class _App(faust.App):
-    """faust.App with a configurable consumer fetch wait."""
+    """faust.App with a configurable consumer fetch wait and a batch handler for its consumer."""
 
     fetch_wait_ms: int = 1500
+    batch_handler: BatchHandler | None = None
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
 
 
 class EnricherApp:
-    """The Faust app of the enricher, its tables, and the state they share with the CLI."""
+    """The Faust app of the enricher, its in-memory state and the producer of enriched clicks."""
 
     def __init__(self, settings: EnricherSettings, *, enricher: Enricher | None = None,
                  partitions: int | None = None) -> None:
@@ -109,83 +182,115 @@ class EnricherApp:
             broker_commit_interval=settings.commit_interval_s,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.session_timeout_s / 5,
-            broker_max_poll_records=max(500, settings.batch_size),
-            stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-            producer_linger=0.005,
-            producer_acks=-1,
-            producer_compression_type="zstd",
-            producer_max_batch_size=256 * 1024,
+            broker_max_poll_records=settings.batch_size,
             topic_partitions=partitions,
             topic_replication_factor=raw_spec.replication_factor,
         )
         self.app.fetch_wait_ms = settings.fetch_wait_ms
-        window = settings.velocity_window_s
-        self.velocity = self.app.Table(
-            "velocity", default=int, partitions=partitions, schema=_json_schema(),
-        ).tumbling(window, expires=timedelta(seconds=2 * window)).relative_to_stream()
-        self.stats = self.app.Table("link-stats", default=None, partitions=partitions, schema=_json_schema())
-        self.stats.on_recover(self._on_stats_recovered)
-        self.dirty: set[str] = set()
+        self.app.batch_handler = self.handle_batch
+        self.velocity = PartitionVelocity(settings.velocity_window_s)
+        self.counts = LinkCounts()
+        self._producer: AIOKafkaProducer | None = None
+        self._partition_of: Callable[[bytes], int] = lambda key: 0
         self._dead_producer: AIOKafkaProducer | None = None
         self._dead_letters: DeadLetters | None = None
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        # Delivered messages waiting for the links.stats publish that counts them, then acked.
+        self._delivered: list[Message] = []
+        self._stats_ready = asyncio.Event()
+        self._stats_lock = asyncio.Lock()
+        self._draining = False
+        self.delivery_failed = False
         self.enriched = 0
         self.invalid = 0
-        source = self.app.topic(self.raw_topic, key_serializer="raw", value_serializer="raw")
-        self.app.agent(source, name="enrich")(self._agent)
+        self.app.topics.add(self.app.topic(self.raw_topic, key_serializer="raw", value_serializer="raw"))
         self.app.timer(settings.stats_interval_s, name="publish-link-stats")(self.publish_stats)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
 
     async def start_side_clients(self) -> None:
-        """Start the dead-letter producer (call before the Faust worker starts)."""
-        self._dead_producer = make_producer(self.settings.common, linger_ms=0)
+        """Start the enriched-click and dead-letter producers (call before the Faust worker starts)."""
+        settings = self.settings
+        compression = None if settings.compression == "none" else settings.compression
+        self._producer = make_producer(settings.common, linger_ms=settings.linger_ms,
+                                       compression_type=compression, max_batch_size=1024 * 1024)
+        await self._producer.start()
+        partitions = sorted(await self._producer.partitions_for(self.enriched_topic))
+        partitioner = DefaultPartitioner()
+        # aiokafka's own key -> partition choice, in pure Python per record; a few hundred thousand
+        # links repeat, so remember it (a partition count change needs a restart, as for Faust).
+        self._partition_of = lru_cache(maxsize=1 << 18)(
+            lambda key: int(partitioner(key, partitions, partitions)))
+        self._dead_producer = make_producer(settings.common, linger_ms=0)
         await self._dead_producer.start()
-        self._dead_letters = DeadLetters(self.settings.common, self._dead_producer, SERVICE)
+        self._dead_letters = DeadLetters(settings.common, self._dead_producer, SERVICE)
 
     async def stop_side_clients(self) -> None:
-        """Stop the dead-letter producer."""
-        if self._dead_producer is not None:
-            await self._dead_producer.stop()
+        """Stop the producers."""
+        for producer in (self._producer, self._dead_producer):
+            if producer is not None:
+                await producer.stop()
 
-    async def _agent(self, stream: StreamT[bytes]) -> None:
-        within = self.settings.batch_wait_ms / 1000
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-                self.settings.batch_size, within=within):
-            await self.handle(events)
+    async def drain(self) -> None:
+        """Stop taking batches, wait for the ones in flight, publish link stats and ack (before stop)."""
+        self._draining = True
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        await self.publish_stats()
 
-    def _velocity_hit(self, raw: Mapping[str, Any]) -> int:
-        window_set = self.velocity[velocity_key(raw)]
-        window_set.apply(operator.add, 1)
-        return int(window_set.current())
-
-    async def handle(self, events: Sequence[EventT[bytes]]) -> None:
-        """Enrich a batch; return once every enriched record of it is on the broker."""
+    async def handle_batch(self, messages: list[Message]) -> None:
+        """Enrich a fetched batch and send it; returns once sent, delivery is awaited in the background."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("start_side_clients() was not called")
+        await self._stats_ready.wait()
+        await self._slots.acquire()
+        if self._draining:  # left unacked: replayed after the restart
+            self._slots.release()
+            return
+        BATCH.observe(len(messages))
         now_ms = int(time.time() * 1000)
-        producer = self.app.producer
-        pending = []
-        counts = BatchCounts()
-        event_of_link: dict[str, EventT[bytes]] = {}
-        for event in events:
-            message = event.message
-            _set_current_event(event)
-            src = Source(message.topic, message.partition, message.offset, message.key)
+        process, link_for, velocity, count = self.stream.process, self.links.get, self.velocity, self.counts.add
+        send, topic, partition_of = producer.send, self.enriched_topic, self._partition_of
+        futures: list[asyncio.Future[Any]] = []
+        done: list[Message] = []
+        bots = 0
+        oldest_ts = now_ms / 1000
+        for message in messages:
+            partition = message.partition
+            src = Source(message.topic, partition, message.offset, message.key)
             try:
-                out = self.stream.process(message.value, src, self.links.get, self._velocity_hit, now_ms=now_ms)
+                out = process(message.value, src, link_for, velocity.of(partition).hit, now_ms=now_ms)
             except InvalidMessage as bad:
                 await self._dead_letter(bad)
+                done.append(message)  # its dead letter is on the broker: nothing left to do for it
                 continue
-            pending.append(await producer.send(self.enriched_topic, out.key, out.value, None, None, None))
-            counts.add(out.link_id, out.is_bot)
-            event_of_link[out.link_id] = event
-            LAG.observe(max(0.0, now_ms / 1000 - message.timestamp))
-        for link_id, delta in counts.deltas.items():
-            # Written with an event of the link's own partition: the changelog goes to that partition.
-            _set_current_event(event_of_link[link_id])
-            self.stats[link_id] = BatchCounts.merged(self.stats.get(link_id), delta)
-            self.dirty.add(link_id)
-            CLICKS.labels("human").inc(delta[0])
-            CLICKS.labels("bot").inc(delta[1])
-        if pending:
-            await asyncio.gather(*pending)
-        self.enriched += len(pending)
+            futures.append(await send(topic, out.value, key=out.key, partition=partition_of(out.key)))
+            count(partition, out.link_id, out.is_bot)
+            bots += out.is_bot
+            done.append(message)
+            oldest_ts = min(oldest_ts, message.timestamp)
+        CLICKS.labels("human").inc(len(futures) - bots)
+        CLICKS.labels("bot").inc(bots)
+        LAG.observe(max(0.0, now_ms / 1000 - oldest_ts))
+        task = asyncio.create_task(self._await_delivery(futures, done))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _await_delivery(self, futures: list[asyncio.Future[Any]], messages: list[Message]) -> None:
+        try:
+            if futures:
+                await asyncio.gather(*futures)
+        except Exception as exc:
+            # Not acked: Faust cannot commit past these offsets, a restart replays them.
+            self.delivery_failed = True
+            log.error("enriched clicks not delivered", clicks=len(futures), error=f"{type(exc).__name__}: {exc}")
+        else:
+            self.enriched += len(futures)
+            self._delivered.extend(messages)
+        finally:
+            self._slots.release()
 
     async def _dead_letter(self, bad: InvalidMessage) -> None:
         self.invalid += 1
@@ -194,37 +299,49 @@ class EnricherApp:
         await self._dead_letters.send(bad)
 
     async def publish_stats(self) -> None:
-        """Publish the counters of every link that changed since the last call to links.stats."""
-        if not self.dirty:
+        """Publish the counts of every link changed since the last call, then ack what they count."""
+        producer = self._producer
+        if producer is None:
             return
-        links, self.dirty = self.dirty, set()
-        now_ms = int(time.time() * 1000)
-        sent = []
-        for link_id in links:
-            counts = self.stats.get(link_id)
-            if counts is None:  # the partition moved to another worker, which publishes it now
-                continue
-            value = self._stats_codec.encode(link_stats_record(link_id, counts, now_ms))
-            sent.append((link_id, await self.app.producer.send(
-                self.stats_topic, link_id.encode(), value, None, None, None)))
-        for link_id, fut in sent:
+        async with self._stats_lock:
+            # Taken before the counts: every delivered message was counted before it got here.
+            ready, self._delivered = self._delivered, []
+            changed = self.counts.take_dirty()
+            now_ms = int(time.time() * 1000)
+            sent = [await producer.send(self.stats_topic, self._stats_codec.encode(
+                link_stats_record(link_id, counts, now_ms)), key=link_id.encode()) for link_id, counts in changed]
             try:
-                await fut
-                STATS_PUBLISHED.inc()
-            except Exception as exc:  # retried on the next tick
-                self.dirty.add(link_id)
-                log.warning("link stats not published", link_id=link_id, error=type(exc).__name__)
+                if sent:
+                    await asyncio.gather(*sent)
+            except Exception as exc:  # retried on the next tick, acks with it
+                self.counts.dirty.update(link_id for link_id, _ in changed)
+                self._delivered[:0] = ready
+                log.warning("link stats not published", links=len(changed), error=type(exc).__name__)
+                return
+            STATS_PUBLISHED.inc(len(sent))
+            ack = self.app.consumer.ack
+            for message in ready:
+                ack(message)
 
-    async def _on_stats_recovered(self) -> None:
-        # Recovered counts may be ahead of what was last published (crash between the two).
-        self.dirty.update(str(k) for k in self.stats)
+    async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        revoked: set[TP] = args[0]
+        # Faust has waited for our acks and committed; publish what is left, then forget.
+        self._stats_ready.clear()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        await self.publish_stats()
+        partitions = _partitions_of(self.raw_topic, revoked)
+        self.velocity.drop(partitions)
+        self.counts.drop(partitions)
+
+    async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned: set[TP] = args[0]
+        # Totals as the previous owners left them (they publish on revocation, before this runs).
+        self._stats_ready.clear()
+        if _partitions_of(self.raw_topic, assigned):
+            self.counts.rebase(await read_totals(self.settings.common))
+        self._stats_ready.set()
 
 
-def _json_schema() -> faust.Schema[Any, Any]:
-    return faust.Schema(key_serializer="json", value_serializer="json")
-
-
-def _set_current_event(event: EventT[bytes]) -> None:
-    # Faust picks a table changelog's partition from the stream's current event; in a batch we
-    # process events one by one, so each becomes current in turn (as Faust does per event).
-    faust.streams._current_event.set(weakref.ref(event))
+def _partitions_of(topic: str, tps: Iterable[TP]) -> set[int]:
+    return {tp.partition for tp in tps if tp.topic == topic}

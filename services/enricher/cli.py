@@ -56,7 +56,8 @@ async def serve(settings: EnricherSettings, stop: asyncio.Event) -> None:
     links_table = enricher_app.links.follow(settings.common)
 
     async def health() -> dict[str, object]:
-        return {"ok": bool(enricher_app.app.started and links_table.loaded), "links": len(enricher_app.links),
+        ok = enricher_app.app.started and links_table.loaded and not enricher_app.delivery_failed
+        return {"ok": bool(ok), "links": len(enricher_app.links), "delivery_failed": enricher_app.delivery_failed,
                 "links_loaded": links_table.loaded, "enriched": enricher_app.enriched,
                 "dead_letters": enricher_app.invalid}
 
@@ -81,6 +82,8 @@ async def serve(settings: EnricherSettings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         log.info("enricher stopping")
+        # Acks what is in flight before Faust's consumer makes its final commit.
+        await enricher_app.drain()
         await worker.stop()
         await enricher_app.stop_side_clients()
         await links_table.stop()

@@ -12,6 +12,8 @@ from clickwire.settings import CommonSettings, Env, SettingsError
 from services.enricher.chain import EnricherConfig
 from services.enricher.privacy import IP_MODES
 
+COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "none")
+
 
 def persisted_secret(path: Path) -> str:
     """Return the secret stored at `path`, creating a random one (mode 0600) on first use."""
@@ -43,7 +45,8 @@ class EnricherSettings:
     fetch_wait_ms: int
     commit_interval_s: float
     batch_size: int
-    batch_wait_ms: int
+    linger_ms: int
+    compression: str
     velocity_window_s: int
     session_timeout_s: float
     chain: EnricherConfig = field(repr=False)
@@ -72,8 +75,11 @@ class EnricherSettings:
             stats_interval_s=env.float("CLICKWIRE_ENRICHER_STATS_INTERVAL", 1.0, lo=0.05),
             fetch_wait_ms=env.int("CLICKWIRE_ENRICHER_FETCH_WAIT_MS", 5, lo=0, hi=1500),
             commit_interval_s=env.float("CLICKWIRE_ENRICHER_COMMIT_INTERVAL", 1.0, lo=0.05),
+            # Most clicks a fetch hands to one enrichment batch (the consumer's max_poll_records).
             batch_size=env.int("CLICKWIRE_ENRICHER_BATCH_SIZE", 1000, lo=1, hi=100_000),
-            batch_wait_ms=env.int("CLICKWIRE_ENRICHER_BATCH_WAIT_MS", 5, lo=0, hi=10_000),
+            # Each batch is sent at once, so the linger only adds latency past a couple of ms.
+            linger_ms=env.int("CLICKWIRE_ENRICHER_LINGER_MS", 2, lo=0, hi=1000),
+            compression=env.choice("CLICKWIRE_ENRICHER_COMPRESSION", "lz4", COMPRESSIONS),
             velocity_window_s=env.int("CLICKWIRE_ENRICHER_VELOCITY_WINDOW", 60, lo=1, hi=86_400),
             # A killed worker's partitions wait this long before a restarted one gets them.
             session_timeout_s=env.float("CLICKWIRE_ENRICHER_SESSION_TIMEOUT", 10.0, lo=6.0),

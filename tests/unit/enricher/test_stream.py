@@ -15,9 +15,9 @@ from services.enricher.chain import Enricher, LinkInfo
 from services.enricher.cli import enrich_lines
 from services.enricher.links import LinkIndex
 from services.enricher.settings import EnricherSettings, persisted_secret
-from services.enricher.stats import BatchCounts, link_stats_record
+from services.enricher.stats import LinkCounts, link_stats_record
 from services.enricher.stream import ClickStream, Source
-from services.enricher.velocity import LocalVelocity, velocity_key
+from services.enricher.velocity import LocalVelocity, PartitionVelocity, velocity_key
 from tests.unit.enricher.conftest import raw_click
 
 SRC = Source("clicks.raw", 3, 42, b"lnk_1")
@@ -90,15 +90,48 @@ def test_local_velocity_counts_per_ip_link_and_window() -> None:
     assert velocity_key(a) == "81.2.69.142|lnk_1"
 
 
-def test_batch_counts_split_humans_and_bots() -> None:
-    """Batch deltas add to the table value and render as a link_stats record."""
-    counts = BatchCounts()
+def test_link_counts_start_from_published_totals_and_split_humans_and_bots() -> None:
+    """Counts add to links.stats totals, report each changed link once, and render as link_stats records."""
+    counts = LinkCounts()
+    counts.rebase({"l": (10, 1)})
     for is_bot in (False, False, True):
-        counts.add("l", is_bot)
-    merged = BatchCounts.merged([10, 1], counts.deltas["l"])
-    assert merged == [12, 2]
-    record = link_stats_record("l", merged, 7)
+        counts.add(0, "l", is_bot)
+    counts.add(1, "new", False)
+    assert sorted(counts.take_dirty()) == [("l", (12, 2)), ("new", (1, 0))]
+    assert counts.take_dirty() == []
+    record = link_stats_record("l", counts.get("l") or (0, 0), 7)
     assert codec_for(Topic.LINK_STATS).decode(codec_for(Topic.LINK_STATS).encode(record))["bot_clicks"] == 2
+
+
+def test_link_counts_forget_revoked_partitions() -> None:
+    """Links of a revoked partition are dropped, so a later assignment restarts them from links.stats."""
+    counts = LinkCounts()
+    counts.add(0, "a", False)
+    counts.add(1, "b", False)
+    counts.drop([0])
+    assert (counts.get("a"), counts.get("b")) == (None, (1, 0))
+    assert [link for link, _ in counts.take_dirty()] == ["b"]
+    counts.rebase({"a": (5, 0)})
+    counts.add(0, "a", True)
+    assert counts.get("a") == (5, 1)
+
+
+def test_partition_velocity_counts_per_partition_and_forgets_revoked_ones() -> None:
+    """Each partition has its own window counts; a revoked partition starts again from zero."""
+    velocity = PartitionVelocity(60)
+    click = raw_click(ts_ms=60_000)
+    assert [velocity.of(2).hit(click) for _ in range(3)] == [1, 2, 3]
+    assert velocity.of(3).hit(click) == 1
+    velocity.drop([2])
+    assert velocity.partitions() == {3}
+    assert velocity.of(2).hit(click) == 1
+
+
+def test_process_falls_back_to_the_codec_for_other_writer_schemas(stream: ClickStream) -> None:
+    """A raw click framed for another reader (Confluent id, unknown here) is still refused by the codec."""
+    with pytest.raises(InvalidMessage) as info:
+        stream.process(b"\x00\x00\x00\x00\x07" + b"x", SRC, lambda _: None, lambda _: 0, now_ms=0)
+    assert info.value.error_class == "UnknownSchemaError"
 
 
 def test_visitor_secret_defaults_to_a_persisted_private_file(tmp_path: Path) -> None:
