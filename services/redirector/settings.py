@@ -47,7 +47,8 @@ class RedirectorSettings:
             spool_max_mb=env.int("CLICKWIRE_REDIRECTOR_SPOOL_MAX_MB", 1024, lo=1, hi=1_048_576),
             queue_max=env.int("CLICKWIRE_REDIRECTOR_QUEUE_MAX", 100_000, lo=1, hi=10_000_000),
             publish=env.bool("CLICKWIRE_REDIRECTOR_PUBLISH", True),
-            instance_id=env.str("CLICKWIRE_REDIRECTOR_INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            # Unset: host name and pid, unique per process.
+            instance_id=env.optional_str("CLICKWIRE_REDIRECTOR_INSTANCE_ID") or f"{socket.gethostname()}-{os.getpid()}",
             drain_s=env.float("CLICKWIRE_REDIRECTOR_DRAIN_S", 10.0, lo=0.0),
             batch_max=env.int("CLICKWIRE_REDIRECTOR_BATCH_MAX", 2000, lo=1, hi=100_000),
         )
