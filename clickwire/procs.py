@@ -65,6 +65,10 @@ def read(home: Path, name: str) -> Managed | None:
     except (OSError, ValueError):
         return None
     marker = marker.strip()
+    child = _children.get(pid)
+    if child is not None and child.poll() is None:
+        # Our own child: trust it even before exec() has replaced its command line.
+        return Managed(name, pid, marker)
     if _alive(pid) and marker in _cmdline(pid):
         return Managed(name, pid, marker)
     path.unlink(missing_ok=True)
