@@ -216,6 +216,24 @@ class Env:
 
         return self._parse(name, (), "comma-separated CIDRs like 127.0.0.1/32", parse)
 
+    def ports(self, name: _Str) -> frozenset[_Int] | None:
+        """A set of TCP ports like ``80,443,8000-8999``; None (any port) when unset or ``any``."""
+        self._note(name, "ports like 80,443,8000-8999, or any", "any")
+        raw = self._raw(name)
+        if raw is None or raw.lower() == "any":
+            return None
+        found: set[_Int] = set()
+        try:
+            for part in raw.split(","):
+                lo, _, hi = part.strip().partition("-")
+                first, last = _Int(lo), _Int(hi or lo)
+                if not 0 < first <= last < 65536:
+                    raise ValueError(part)
+                found.update(range(first, last + 1))
+        except ValueError:
+            raise SettingsError(name, raw, "ports like 80,443,8000-8999, or any") from None
+        return frozenset(found)
+
     def list(self, name: _Str, default: tuple[_Str, ...] = ()) -> tuple[_Str, ...]:
         """A comma-separated list of words."""
         self._note(name, "a comma-separated list", default)
@@ -295,4 +313,4 @@ def load_all_settings() -> dict[str, tuple[str, str]]:
             getattr(importlib.import_module(module), cls).from_env({})
         except ModuleNotFoundError:
             continue
-    return dict(sorted(Env.catalog.items()))
+    return dict(sorted((k, v) for k, v in Env.catalog.items() if k.startswith("CLICKWIRE_")))

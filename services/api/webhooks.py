@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from clickwire.codec import codec_for
 from clickwire.follow import TopicTable
-from clickwire.settings import Env, SettingsError
+from clickwire.settings import Env
 from clickwire.topics import Topic, name
 from services.api.attempts import AttemptPage, SqlSource, attempts_page, parse_limit
 from services.api.body import openapi_schemas, read_json, validate
@@ -77,7 +77,7 @@ class WebhookApiSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookApiSettings:
         """Read the settings; raises SettingsError naming the first bad variable."""
         env = Env(environ)
-        allowed = _ports(env, "CLICKWIRE_WEBHOOK_PORTS")
+        allowed = env.ports("CLICKWIRE_WEBHOOK_PORTS")
         return cls(
             # Off by default: only development and tests reach private addresses, e.g. 127.0.0.1/32.
             allow_nets=env.networks("CLICKWIRE_WEBHOOK_ALLOW_NETS"),
@@ -85,24 +85,6 @@ class WebhookApiSettings:
             sink_url=env.url("CLICKWIRE_SINK_URL") or DEFAULT_SINK_URL,
             replay_deadline_s=env.float("CLICKWIRE_API_REPLAY_DEADLINE", 10.0, lo=0.1),
         )
-
-
-def _ports(env: Env, name: str) -> frozenset[int] | None:
-    # The dispatcher's format (services/dispatcher/settings.py), so one variable configures both.
-    raw = env.optional_str(name)
-    if raw is None or raw.lower() == "any":
-        return None
-    ports: set[int] = set()
-    try:
-        for part in raw.split(","):
-            lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi or lo)
-            if not 0 < first <= last < 65536:
-                raise ValueError(part)
-            ports.update(range(first, last + 1))
-    except ValueError:
-        raise SettingsError(name, raw, "ports like 80,443,8000-8999, or any") from None
-    return frozenset(ports)
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -51,23 +51,6 @@ def _schedule(env: Env, name: str) -> tuple[float, ...]:
     return values
 
 
-def _ports(env: Env, name: str) -> frozenset[int] | None:
-    raw = env.optional_str(name)
-    if raw is None or raw.lower() == "any":
-        return None
-    ports: set[int] = set()
-    try:
-        for part in raw.split(","):
-            lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi or lo)
-            if not 0 < first <= last < 65536:
-                raise ValueError(part)
-            ports.update(range(first, last + 1))
-    except ValueError:
-        raise SettingsError(name, raw, "ports like 80,443,8000-8999, or any") from None
-    return frozenset(ports)
-
-
 @dataclass(frozen=True)
 class DispatcherSettings:
     """Router and deliverer settings."""
@@ -107,7 +90,7 @@ class DispatcherSettings:
             max_buffered=env.int("CLICKWIRE_DISPATCHER_MAX_BUFFERED", 50_000, lo=1),
             unknown_grace_s=_duration(env, "CLICKWIRE_DISPATCHER_UNKNOWN_GRACE", 10.0),
             allow_nets=env.networks("CLICKWIRE_WEBHOOK_ALLOW_NETS"),
-            allowed_ports=_ports(env, "CLICKWIRE_WEBHOOK_PORTS"),
+            allowed_ports=env.ports("CLICKWIRE_WEBHOOK_PORTS"),
             connect_timeout_s=_duration(env, "CLICKWIRE_WEBHOOK_CONNECT_TIMEOUT", 3.0),
             total_timeout_s=_duration(env, "CLICKWIRE_WEBHOOK_TIMEOUT", 10.0),
             max_connections=env.int("CLICKWIRE_DISPATCHER_MAX_CONNECTIONS", 1000, lo=1),
