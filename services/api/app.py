@@ -44,7 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clickwire.observability import metrics_response
 from services.api.context import ApiContext
 from services.api.docs import DOCS_HTML
-from services.api.problems import PROBLEM_SCHEMA, Problem
+from services.api.problems import PROBLEM_SCHEMA, Problem, problem_ref
 
 log = structlog.get_logger(__name__)
 REQUESTS = Counter("clickwire_api_requests_total", "API requests", ["method", "status"])
@@ -69,13 +69,31 @@ def resource_modules() -> list[ModuleType]:
     return found
 
 
+# Answers the app gives on any secured route (authenticate) or any route with a body (read_json and
+# the size guard), so a module need not repeat them; one it declares itself is kept as it wrote it.
+_SECURED_RESPONSES: dict[str, Any] = {"401": problem_ref("Missing or invalid API key (reason unauthorized).")}
+_BODY_RESPONSES: dict[str, Any] = {
+    "400": problem_ref("The body is not valid JSON (reason invalid_json)."),
+    "413": problem_ref("Body too large (reason body_too_large)."),
+    "415": problem_ref("The body is not JSON (reason unsupported_media_type)."),
+}
+
+
+def _with_common_responses(operation: Any) -> Any:
+    if not isinstance(operation, dict) or "responses" not in operation:
+        return operation  # a path-level "parameters" list, not an operation
+    common = {**(_SECURED_RESPONSES if operation.get("security") else {}),
+              **(_BODY_RESPONSES if "requestBody" in operation else {})}
+    return {**operation, "responses": {**common, **operation["responses"]}}
+
+
 def openapi_document(modules: list[ModuleType]) -> dict[str, Any]:
     """The OpenAPI 3.1 document: every module's paths and schemas merged."""
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
     for module in modules:
         for path, ops in getattr(module, "OPENAPI_PATHS", {}).items():
-            paths.setdefault(path, {}).update(ops)
+            paths.setdefault(path, {}).update({key: _with_common_responses(op) for key, op in ops.items()})
         schemas.update(getattr(module, "OPENAPI_SCHEMAS", {}))
     return {
         "openapi": "3.1.0",

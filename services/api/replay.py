@@ -82,11 +82,12 @@ class ReplayResult:
 
 
 def replay_request(body: ReplayBody) -> ReplayRequest:
-    """Return the scan a validated replay body asks for (times as ms since the epoch)."""
+    """Return the scan a validated replay body asks for (times as ms since the epoch, never before it)."""
+    # No record is older than the epoch, and Kafka refuses negative times in offset lookups.
     return ReplayRequest(
         event_ids=None if body.event_ids is None else frozenset(body.event_ids),
-        since_ms=None if body.since is None else int(body.since.timestamp() * 1000),
-        until_ms=None if body.until is None else int(body.until.timestamp() * 1000),
+        since_ms=None if body.since is None else max(0, int(body.since.timestamp() * 1000)),
+        until_ms=None if body.until is None else max(0, int(body.until.timestamp() * 1000)),
     )
 
 

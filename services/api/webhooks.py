@@ -364,7 +364,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                                           "maximum": 100}},
                                {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": _ok("One page", "WebhookPage"), "401": _COMMON_ERRORS["401"]}},
+                "responses": {"200": _ok("One page", "WebhookPage"), "401": _COMMON_ERRORS["401"],
+                              "400": problem_ref("Bad limit (reason invalid_query)")}},
     },
     "/v1/webhooks/{id}": {
         "parameters": [_ID],
