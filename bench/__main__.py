@@ -49,7 +49,8 @@ def _run_module(module: str) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     names = ("aiokafka", "faust-streaming", "fastavro", "chdb", "granian", "aiohttp", "httpx")
     found = {n: metadata.version(n) for n in names}
-    found["kafka"] = re.search(r"<kafka.version>([^<]+)<", (ROOT / "deploy/kafka/pom.xml").read_text()).group(1)
+    pinned = re.search(r"<kafka.version>([^<]+)<", (ROOT / "deploy/kafka/pom.xml").read_text())
+    found["kafka"] = pinned.group(1) if pinned else "?"
     found["python"] = platform.python_version()
     return found
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
+def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for a stack of its own (own home, own ports), torn down after the test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKWIRE_")}
     env |= {"CLICKWIRE_HOME": str(tmp_path / "home"), "CLICKWIRE_STACK_KAFKA_PORT": "19192",

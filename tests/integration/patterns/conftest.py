@@ -130,7 +130,8 @@ class Kit:
             ready.set_result(port)
 
         task = asyncio.create_task(serve(settings, stop, on_ready))
-        done, _ = await asyncio.wait([task, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        waiting: list[asyncio.Future[object]] = [task, ready]  # type: ignore[list-item]
+        done, _ = await asyncio.wait(waiting, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
         self.started.append((stop, task))

@@ -122,6 +122,7 @@ async def test_sigkill_mid_stream_then_restart_gives_exact_counts(topics, sink_p
         await eventually(complete, timeout_s=90, what="every click after the restart")
         counts = await _counts(client, ws)
     assert at_kill is not None
+    assert counts is not None
     assert at_kill["uniq"] < SENT, "the kill must land before everything is written"
     assert counts["uniq"] == SENT
     assert counts["final"] == SENT

@@ -140,7 +140,7 @@ def test_numeric_forms_read_like_libc(host: str) -> None:
     assert parse_ipv4_loose(host) == ipaddress.IPv4Address(socket.inet_aton(host))
 
 
-def _resolver(answers: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+def _resolver(answers: dict[str, list[str]]):
     async def resolve(host: str, port: int) -> list[str]:
         if host not in answers:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")

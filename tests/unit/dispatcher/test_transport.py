@@ -71,7 +71,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
-def _fixed_resolver(answers: dict[str, list[str]], calls: list[str]):  # type: ignore[no-untyped-def]
+def _fixed_resolver(answers: dict[str, list[str]], calls: list[str]):
     async def resolve(host: str, port: int) -> list[str]:
         calls.append(host)
         return answers[host]

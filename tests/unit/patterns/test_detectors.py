@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -114,6 +115,7 @@ def test_thresholds_merge_overrides_and_refuse_nonsense() -> None:
     got = effective({"spikes": {"factor": 5}})
     assert got.spikes.factor == 5
     assert got.spikes.window_s == DEFAULTS.spikes.window_s
+    bad: dict[str, Any]
     for bad in ({"nope": {}}, {"spikes": {"nope": 1}}, {"spikes": {"window_s": 100, "baseline_s": 10}},
                 {"milestones": {"counts": [0]}}):
         with pytest.raises(ValueError, match=r"\w"):  # pydantic's ValidationError is a ValueError
