@@ -89,11 +89,12 @@ def summary(report: dict[str, Any]) -> list[str]:
         q = s["queryable_delay"]
         shown = f"{q.get('p50_s', 0):.2f} s / {q.get('p99_s', 0):.2f} s"
         rows.append(_row("sink", "click → queryable p50 / p99", shown, "", "p99 ≤ 2 s"))
-    x = report.get("e2e")
-    if x:
-        rows.append(_row("end to end", f"click → webhook p50 / p99 at {x['rate']:,} clicks/s",
-                         f"{x['p50_ms']:.0f} ms / {x['p99_ms']:.0f} ms", "Dub: up to 60 s",
-                         "p50 ≤ 25 ms, p99 ≤ 100 ms"))
+    for x in (report.get("e2e"), report.get("e2e_low")):
+        if not x:
+            continue
+        rows.append(_row("end to end", f"click → webhook p50 / p99 at {x['rate']:,} clicks/s "
+                         f"({x['achieved_rate']:,}/s achieved)", f"{x['p50_ms']:.0f} ms / {x['p99_ms']:.0f} ms",
+                         "Dub: up to 60 s", "p50 ≤ 25 ms, p99 ≤ 100 ms at 1,000/s"))
     m = report.get("link_memory")
     if m:
         rows.append(_row("redirector", "memory per link (1M links)", f"{m['bytes_per_link']} B", "", "≤ 250 B"))

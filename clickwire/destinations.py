@@ -370,12 +370,17 @@ def is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and not is_public_ip(embedded):
             return False
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _IETF_PROTOCOL:
+        return False
     return ip.is_global and not (
         ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback or ip.is_link_local
     )
 
 
 _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+# RFC 6890 IETF protocol assignments: Python before 3.11.10 calls most of it global, later ones do
+# not; refuse it whatever the patch version, so a verdict never depends on the interpreter.
+_IETF_PROTOCOL: Final = ipaddress.IPv4Network("192.0.0.0/24")
 
 
 def _is_special_use(host: str) -> bool:

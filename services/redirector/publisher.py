@@ -16,9 +16,17 @@ Ordering caveat: a click spooled because the deque was full can land in the spoo
 clicks still in the deque. Per-link order is otherwise kept, including across outages.
 
 Exactly once on the topic: the producer is idempotent, so its own retries during a broker restart
-never duplicate. A record is spooled only after aiokafka gave up on it; a batch the broker wrote
-but whose acknowledgement was lost in the crash would be published again (downstream sinks
-deduplicate by click id).
+never duplicate. A record is spooled only after aiokafka gave up on it, but the broker may have
+written its batch and lost only the acknowledgement (it stopped before answering). So the publisher
+keeps, per partition, the offset after its last acknowledged batch (taken from the topic's end
+offsets when it first connects, then from each ack), and remembers the click ids of every failed
+round as unverified. Before anything is sent again it reads each partition from that mark to its
+current end (ontopic.py, read_committed, bounded by a deadline; while the broker cannot be read it
+keeps spooling and retries). Spooled records whose click id was found there are dropped, not
+re-sent (``clickwire_redirector_already_on_topic_total``), and the marks move to the ends read.
+A partition's mark only moves on an ack when no batch of that round failed on it, so an
+unacknowledged batch is never behind the mark. Left open: clicks still unverified when the
+process stops with the broker down are re-published by the next start without the check.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from clickwire.kafka import make_producer
 from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
-from services.redirector import rawclick
+from services.redirector import ontopic, rawclick
 from services.redirector.rawclick import RawClick
 from services.redirector.spool import Spool
 
@@ -54,6 +62,8 @@ QUEUED = Gauge("clickwire_redirector_queue_depth", "Clicks waiting in memory for
 BROKER_UP = Gauge("clickwire_redirector_broker_up", "1 when the last send or replay succeeded")
 SEND_SECONDS = Histogram("clickwire_redirector_send_seconds", "Time from send to acks for one round",
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30))
+ALREADY_ON_TOPIC = Counter("clickwire_redirector_already_on_topic_total",
+                           "Spooled clicks not re-sent because a failed round had written them after all")
 
 Record = tuple[bytes, bytes]
 RETRY_S: Final = 0.25
@@ -75,6 +85,15 @@ class ClickPublisher:
         self._topic = name(Topic.CLICKS_RAW, common.topic_prefix)
         header = codec_for(Topic.CLICKS_RAW, common.schema_registry_url).header
         self._encode: Callable[[RawClick], bytes] = functools.partial(rawclick.encode, header)
+        self._header_len = len(header)
+        # Per partition, the offset after our last acknowledged batch (or the end last verified):
+        # anything of ours that may be on the topic unacknowledged is at or after it.
+        self._marks: dict[int, int] = {}
+        # Click ids of failed rounds: possibly on the topic, not checked yet. Nothing is sent while
+        # this is non-empty.
+        self._unverified: set[str] = set()
+        # Click ids a check found on the topic whose spooled copy has not been skipped yet.
+        self._on_topic: set[str] = set()
         self._request_timeout_ms = request_timeout_ms
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
@@ -128,10 +147,13 @@ class ClickPublisher:
             # Some of this chunk was published: move the rest to the end of the spool so the
             # next start does not publish the published part again.
             records, offset = self._replay
-            for key, value in records:
+            for key, value in self._not_on_topic(records):
                 self._spool.append(key, value)
             await self._spool.commit(offset)
             self._replay = None
+        if self._unverified:
+            log.warning("stopping before the broker could be read: spooled clicks of the failed round "
+                        "may be published twice by the next start", unverified=len(self._unverified))
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,6 +187,11 @@ class ClickPublisher:
                 self._spool_queue()
                 await self._pause(RETRY_S)
                 continue
+            if self._unverified and not await self._verify():
+                # Sending now could publish written-but-unacknowledged clicks a second time.
+                self._spool_queue()
+                await self._pause(RETRY_S)
+                continue
             if self._spool.unread:
                 # Everything newer than the spool goes behind it, so order holds.
                 self._spool_queue()
@@ -195,6 +222,11 @@ class ClickPublisher:
             await asyncio.wait_for(producer.start(), self._request_timeout_ms / 1000)
             partitions = await asyncio.wait_for(producer.partitions_for(self._topic),
                                                 self._request_timeout_ms / 1000)
+            new = [p for p in partitions if p not in self._marks]
+            if new:
+                # Nothing of ours is on a partition before its first send: its end is our mark.
+                self._marks.update(await ontopic.end_offsets(self._common, self._topic, new,
+                                                             self._request_timeout_ms / 1000))
         except (KafkaError, OSError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -223,8 +255,10 @@ class ClickPublisher:
         for record in records:
             by_partition.setdefault(self._partition(record[0]), []).append(record)
         started = time.perf_counter()
-        pending: list[tuple[asyncio.Future[Any], list[Record]]] = []
+        pending: list[tuple[asyncio.Future[Any], list[Record], int]] = []
         failed: list[Record] = []
+        failed_partitions: set[int] = set()
+        acked_to: dict[int, int] = {}
         error: BaseException | None = None
         for partition, items in by_partition.items():
             i = 0
@@ -240,29 +274,41 @@ class ClickPublisher:
                     fut = await producer.send_batch(batch, self._topic, partition=partition)
                 except (KafkaError, OSError) as exc:
                     failed.extend(chunk)
+                    failed_partitions.add(partition)
                     error = exc
                     continue
-                pending.append((fut, chunk))
+                pending.append((fut, chunk, partition))
         if pending:
             timeout = self._request_timeout_ms / 1000 + 1
-            futures = [fut for fut, _ in pending]
+            futures = [fut for fut, _, _ in pending]
             _, stuck = await asyncio.wait(futures, timeout=timeout)
             if stuck:
                 # aiokafka retries a batch for an unreachable broker without ever expiring it: fail
                 # what it still holds (it will then never send it), then let in-flight requests end.
                 producer._message_accumulator.fail_all(KafkaTimeoutError("broker unreachable"))
                 _, stuck = await asyncio.wait(stuck, timeout=timeout)
-            for fut, chunk in pending:
+            for fut, chunk, partition in pending:
                 problem = fut.exception() if fut.done() and not fut.cancelled() else KafkaTimeoutError("no ack")
                 if problem is None:
                     self.published += len(chunk)
                     PUBLISHED.inc(len(chunk))
+                    acked_to[partition] = max(acked_to.get(partition, 0), fut.result().offset + len(chunk))
                 else:
                     failed.extend(chunk)
+                    failed_partitions.add(partition)
                     error = problem
+        for partition, end in acked_to.items():
+            # A failed batch on this partition may sit before an acknowledged one (its request was
+            # written, then failed locally): keep the mark where the check will still see it.
+            if partition not in failed_partitions:
+                self._marks[partition] = max(self._marks.get(partition, 0), end)
         SEND_SECONDS.observe(time.perf_counter() - started)
         if failed:
             SEND_FAILED.inc(len(failed))
+            for _, value in failed:
+                cid = ontopic.click_id_of(value, self._header_len)
+                if cid is not None:
+                    self._unverified.add(cid)
             await self._discard_producer()
         self._set_health(not failed, error)
         return failed
@@ -285,15 +331,48 @@ class ClickPublisher:
                 return True
             self._replay = (records, offset)
         records, offset = self._replay
-        failed = await self._send(records)
+        records = self._not_on_topic(records)
+        failed = await self._send(records) if records else []
         if failed:
             self._replay = (failed, offset)
             return False
         self._replay = None
         await self._spool.commit(offset)
         if not self._spool.unread:
+            self._on_topic.clear()  # every id found has been skipped or is no longer spooled
             log.info("spool replayed", published=self.published)
         return True
+
+    async def _verify(self) -> bool:
+        """Find which unverified clicks the broker wrote after all; False when it cannot be read yet."""
+        timeout = max(10.0, 2 * self._request_timeout_ms / 1000)
+        try:
+            found, ends = await ontopic.find_click_ids(self._common, self._topic, dict(self._marks),
+                                                       self._unverified, self._header_len, timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._set_health(False, exc)
+            return False
+        log.info("checked the topic for clicks of failed sends", unverified=len(self._unverified),
+                 already_on_topic=len(found))
+        self._on_topic |= found
+        self._unverified.clear()
+        for partition, end in ends.items():
+            self._marks[partition] = max(self._marks.get(partition, 0), end)
+        return True
+
+    def _not_on_topic(self, records: list[Record]) -> list[Record]:
+        """`records` without those a check found on the topic (order kept)."""
+        if not self._on_topic:
+            return records
+        kept: list[Record] = []
+        for record in records:
+            cid = ontopic.click_id_of(record[1], self._header_len)
+            if cid is not None and cid in self._on_topic:
+                self._on_topic.discard(cid)  # a click id is spooled once
+                ALREADY_ON_TOPIC.inc()
+            else:
+                kept.append(record)
+        return kept
 
     def _spool_queue(self) -> None:
         while self._queue:

@@ -6,7 +6,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.provisional import domains
 
@@ -23,7 +23,8 @@ PRIVATE_V4 = [
     for n in ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
               "192.0.0.0/29", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4")
 ]
-FULLWIDTH = str.maketrans("0123456789abcdefxABCDEFX.", "０１２３４５６７８９ａｂｃｄｅｆｘＡＢＣＤＥＦＸ。")
+# Digits, hex letters and the dot as their fullwidth forms (U+FF10.., U+3002), which UTS46 folds back.
+FULLWIDTH = {**{ord(c): ord(c) + 0xFEE0 for c in "0123456789abcdefxABCDEFX"}, ord("."): 0x3002}
 
 
 def check(url: str) -> DestinationVerdict:
@@ -78,14 +79,16 @@ def embedded_v6(draw: st.DrawFn, address: ipaddress.IPv4Address) -> str:
     return f"[{ipaddress.IPv6Address(value)}]"
 
 
-url_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+# Mostly printable (or every URL would be refused for a stray control character), sometimes anything.
+url_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Z"]), max_size=30) | st.text(
+    max_size=10)
 hosts = st.one_of(
     domains(),
     any_v4.flatmap(numeric_spelling),
     addresses_in(PRIVATE_V4).flatmap(embedded_v6),
     st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
     st.sampled_from(["evil.example.com", "sub.evil.example.com", "bit.ly", "localhost", "printer.local",
-                     "xn--80ak6aa92e.com", "аррӏе.com", "bücher.de", "EXAMPLE.COM."]),
+                     "xn--80ak6aa92e.com", "\u0430\u0440\u0440\u04cf\u0435.com", "bücher.de", "EXAMPLE.COM."]),
     url_text,
 )
 
@@ -93,9 +96,10 @@ hosts = st.one_of(
 @st.composite
 def urls(draw: st.DrawFn) -> str:
     """URL-shaped text: a scheme, maybe userinfo, a host of any kind, maybe a port, path, query, fragment."""
-    scheme = draw(st.sampled_from(["http", "https", "HTTPS", "hTtP", "ftp", "javascript", "file", ""]))
-    userinfo = draw(st.none() | st.sampled_from(["user", "user:pass", ":", "a%40b"]))
-    port = draw(st.none() | st.integers(0, 70000).map(str) | st.sampled_from(["", "80", "443", "x"]))
+    scheme = draw(st.sampled_from(["http", "https"]) | st.sampled_from(["HTTPS", "hTtP", "ftp", "javascript", ""]))
+    userinfo = draw(st.sampled_from(["user", "user:pass", ":", "a%40b"])) if draw(st.integers(0, 4)) == 0 else None
+    port = (draw(st.integers(0, 70000).map(str) | st.sampled_from(["", "80", "443", "x"]))
+            if draw(st.integers(0, 3)) == 0 else None)
     url = f"{scheme}://{'' if userinfo is None else userinfo + '@'}{draw(hosts)}"
     url += "" if port is None else f":{port}"
     url += draw(st.sampled_from(["", "/"])) + draw(url_text)
@@ -117,7 +121,8 @@ def assert_safe(verdict: DestinationVerdict) -> None:
         v6 = ipaddress.IPv6Address(host)
         embedded = v6.ipv4_mapped or v6.sixtofour or (
             ipaddress.IPv4Address(int(v6) & 0xFFFFFFFF) if v6 in ipaddress.IPv6Network("64:ff9b::/96") else None)
-        assert v6.is_global and not (v6.is_multicast or v6.is_loopback or v6.is_link_local)
+        assert v6.is_global
+        assert not any((v6.is_multicast, v6.is_loopback, v6.is_link_local))
         assert embedded is None or is_public_v4(embedded)
         return
     numeric = parse_ipv4_whatwg(host)
@@ -127,6 +132,8 @@ def assert_safe(verdict: DestinationVerdict) -> None:
         assert is_public_v4(numeric)
 
 
+# More examples than the default: only about one generated URL in ten gets past every refusal.
+@settings(max_examples=300)
 @given(st.text() | urls())
 def test_never_raises_and_accepted_urls_are_safe(url: str) -> None:
     """Any text gets a verdict (no exception); ok exactly when there is no reason, and accepted means safe."""
@@ -139,6 +146,7 @@ def test_never_raises_and_accepted_urls_are_safe(url: str) -> None:
         assert (verdict.trust, verdict.normalized_url) == (0, "")
 
 
+@settings(max_examples=300)
 @given(urls())
 def test_rechecking_the_normalized_url_gives_the_same_verdict(url: str) -> None:
     """check(normalized_url) accepts it unchanged, with the same flags and trust (normalisation is a fixpoint)."""

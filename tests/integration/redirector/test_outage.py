@@ -116,6 +116,10 @@ async def test_broker_outage_loses_no_click(own_broker: StackSettings, tmp_path:
     assert not twice, f"{len(twice)} clicks are on the topic more than once"
     print(f"\noutage {OUTAGE_S:g} s at {outage_rate:.0f} clicks/s: {len(load.redirected)} redirects, "
           f"peak spool {health['spool_bytes']} bytes, all on the topic once")
+    # Shows whether a failed round had been written after all (and was skipped, not re-sent).
+    for line in r.logs().splitlines():
+        if "checked the topic" in line:
+            print(line[-200:])
 
 
 async def test_sigterm_drains_queued_clicks(topics: CommonSettings, tmp_path: Path,
