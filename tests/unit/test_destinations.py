@@ -52,6 +52,8 @@ def check(url: str) -> DestinationVerdict:
         ("http://10.1.2.3/", "private_ip"),
         ("http://172.16.0.1/", "private_ip"),
         ("http://192.168.1.1:8080/", "private_ip"),
+        ("http://192.0.0.8/", "private_ip"),  # RFC 6890 protocol assignments, on every Python patch version
+        ("http://3221225480/", "private_ip"),
         ("http://169.254.169.254/latest/meta-data", "private_ip"),
         ("http://100.64.0.1/", "private_ip"),
         ("http://0.0.0.0/", "private_ip"),
