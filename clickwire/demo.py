@@ -78,7 +78,7 @@ DEMO_THRESHOLDS = {
     "spikes": {"window_s": 15, "baseline_s": 60, "factor": 2.5, "min_count": 20, "cooldown_s": 60},
 }
 # The demo's traffic cycle: steady, then a spike of human clicks from one country.
-CYCLE_S = 45.0
+CYCLE_S = 40.0
 
 
 async def create_world(env: dict[str, str], receiver: Receiver, receiver_url: str,

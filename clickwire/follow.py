@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from clickwire.kafka import topic_partitions
 from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
@@ -74,14 +75,10 @@ class TopicTable(Generic[V]):
             isolation_level="read_committed",
         )
         await consumer.start()
-        partitions = consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            # A consumer without a subscription starts with no topic metadata at all: ask for it.
-            partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(self._topic)
-        if not partitions:
+        tps = await topic_partitions(consumer, self._topic)
+        if not tps:
             await consumer.stop()
             raise RuntimeError(f"topic {self._topic} has no partitions (does it exist?)")
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -186,3 +186,12 @@ def make_consumer(settings: CommonSettings, *topics: str, group_id: str | None, 
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of a topic, for a started consumer that will ``assign()`` them itself."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        # A consumer without a subscription starts with no topic metadata at all: ask for it.
+        partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(partitions or ())]

@@ -12,13 +12,14 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
 from clickwire.codec import codec_for
+from clickwire.kafka import topic_partitions
 from clickwire.receiver import ReceiverStats
 from clickwire.settings import CommonSettings
 from clickwire.simulate import SimStats
@@ -49,7 +50,7 @@ class ClickTap:
         consumer = AIOKafkaConsumer(bootstrap_servers=self._common.bootstrap, group_id=None,
                                     auto_offset_reset="latest", fetch_max_wait_ms=100)
         await consumer.start()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = await topic_partitions(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         self._consumer = consumer

@@ -36,7 +36,7 @@ def up_cmd() -> None:
 @app.command("demo")
 @one_line_errors
 def demo_cmd(
-    rate: float = typer.Option(100.0, help="Clicks per second the simulator sends (4x during spikes)."),
+    rate: float = typer.Option(40.0, help="Clicks per second the simulator sends (4x during spikes)."),
     duration: float | None = typer.Option(
         None, help="Seconds to run; default: until Ctrl-C on a terminal, 60 s otherwise."),
 ) -> None:
