@@ -56,7 +56,7 @@ class Receiver:
                  status: int = 204) -> None:
         self._hooks = [Webhook(s) for s in secrets]
         self.stats = ReceiverStats()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._window = dedupe_window
         self._last_ts: dict[tuple[str, str], int] = {}
         self._on_event = on_event
@@ -87,7 +87,10 @@ class Receiver:
             return web.Response(status=401, text="bad signature")
         if self.status >= 300:
             return web.Response(status=self.status)
-        webhook_id = headers["webhook-id"]
+        # The same event goes to every subscription it matches with the same webhook-id, so a
+        # duplicate is a repeat within one subscription (one endpoint path here).
+        subscription = request.match_info.get("subscription", "")
+        webhook_id = (subscription, headers["webhook-id"])
         if webhook_id in self._seen:
             self.stats.duplicates += 1
             return web.Response(status=204)
@@ -97,7 +100,6 @@ class Receiver:
         payload = orjson.loads(body)
         # A batch delivery is a JSON array of events (docs/delivery.md), one event otherwise.
         events = payload if isinstance(payload, list) else [payload]
-        subscription = request.match_info.get("subscription", "")
         for event in events:
             self._accept(subscription, event)
         return web.Response(status=204)
