@@ -19,6 +19,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from clickwire.avrobin import SMALL as _SMALL
+from clickwire.avrobin import string as _s
+from clickwire.avrobin import varint as _varint
 from clickwire.schemas import SchemaJSON, schema_json
 
 # Field kinds: S string, L long, INT int (32-bit range), B boolean, and the nullable / array forms.
@@ -31,7 +34,6 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _DOUBLE = struct.Struct("<d")
 # Zigzag varints of 0..63 are one byte: every string length and most small numbers here.
-_SMALL: Final = tuple(bytes([2 * n]) for n in range(64))
 
 
 class Unsupported(ValueError):
@@ -62,18 +64,6 @@ def layout(schema: SchemaJSON) -> tuple[tuple[str, int], ...]:
 
 RAW_LAYOUT: Final = layout(schema_json("raw_click"))
 ENRICHED_LAYOUT: Final = layout(schema_json("enriched_click"))
-
-
-def _varint(n: int) -> bytes:
-    if 0 <= n < 64:
-        return _SMALL[n]
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _len(n: int) -> bytes:
@@ -139,12 +129,6 @@ def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
         if shift > 70:
             raise Unsupported("varint longer than 10 bytes")
     return (n >> 1) ^ -(n & 1), pos
-
-
-def _s(value: str) -> bytes:
-    data = value.encode()
-    n = len(data)
-    return (_SMALL[n] if n < 64 else _varint(n)) + data
 
 
 def _os(value: str | None) -> bytes:

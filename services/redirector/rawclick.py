@@ -10,35 +10,19 @@ from __future__ import annotations
 
 from typing import Final
 
+from clickwire.avrobin import string as _s
+from clickwire.avrobin import varint as _varint
+
 FIELDS: Final = (
     "click_id", "ts_ms", "link_id", "workspace_id", "domain", "code", "method", "client_ip", "user_agent",
     "referer", "accept_language", "purpose", "ch_ua", "ch_ua_mobile", "ch_ua_platform", "query", "qr",
     "status", "destination", "redirector_id",
 )
-# Zigzag varints of small non-negative ints (string lengths, status codes), precomputed.
-_SMALL: Final = tuple(bytes([2 * n]) if n < 64 else b"" for n in range(64))
 _NULL: Final = b"\x00"
 _BRANCH1: Final = b"\x02"
 
 RawClick = tuple[str, int, str, str, str, str, str, str, str, str | None, str | None, str | None,
                  str | None, str | None, str | None, str, bool, int, str | None, str]
-
-
-def _varint(n: int) -> bytes:
-    """Zigzag varint of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _s(value: str) -> bytes:
-    data = value.encode()
-    n = len(data)
-    return (_SMALL[n] if n < 64 else _varint(n)) + data
 
 
 def _opt(value: str | None) -> bytes:

@@ -1,0 +1,32 @@
+"""Avro binary primitives for the hand-written hot-path codecs (redirector and enricher).
+
+Both codecs are checked byte for byte against fastavro in their tests; this module only holds
+the pieces they share.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Zigzag varints of small non-negative ints (string lengths, status codes), precomputed.
+SMALL: Final = tuple(bytes([2 * n]) for n in range(64))
+
+
+def varint(n: int) -> bytes:
+    """Zigzag varint of an Avro int or long."""
+    if 0 <= n < 64:
+        return SMALL[n]
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def string(value: str) -> bytes:
+    """An Avro string: length then UTF-8 bytes."""
+    data = value.encode()
+    n = len(data)
+    return (SMALL[n] if n < 64 else varint(n)) + data
