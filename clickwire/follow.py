@@ -11,7 +11,6 @@ No consumer group is used: every process reads every partition, and nothing is c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -19,7 +18,7 @@ from typing import Generic, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from clickwire.kafka import topic_partitions
+from clickwire.kafka import stop_consumer_task, topic_partitions
 from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
@@ -130,9 +129,4 @@ class TopicTable(Generic[V]):
 
     async def stop(self) -> None:
         """Stop following and close the consumer."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_consumer_task(self._task, self._consumer)

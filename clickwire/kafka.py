@@ -195,3 +195,13 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
         # A consumer without a subscription starts with no topic metadata at all: ask for it.
         partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic)
     return [TopicPartition(topic, p) for p in sorted(partitions or ())]
+
+
+async def stop_consumer_task(task: asyncio.Task[None] | None, consumer: AIOKafkaConsumer | None) -> None:
+    """Cancel a background consuming task, wait for it to end, then close its consumer."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if consumer is not None:
+        await consumer.stop()

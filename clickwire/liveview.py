@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from clickwire.codec import codec_for
-from clickwire.kafka import topic_partitions
+from clickwire.kafka import stop_consumer_task, topic_partitions
 from clickwire.receiver import ReceiverStats
 from clickwire.settings import CommonSettings
 from clickwire.simulate import SimStats
@@ -83,12 +83,7 @@ class ClickTap:
 
     async def stop(self) -> None:
         """Stop tapping."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_consumer_task(self._task, self._consumer)
 
 
 async def consumer_lag(common: CommonSettings, groups: tuple[str, ...] = GROUPS) -> dict[str, int | None]:

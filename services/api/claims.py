@@ -19,7 +19,6 @@ period exceeds by a wide margin, so every process reaches the same verdict for t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter
 
 from clickwire.codec import codec_for
+from clickwire.kafka import stop_consumer_task
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 
@@ -94,12 +94,7 @@ class ClaimBook:
 
     async def stop(self) -> None:
         """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_consumer_task(self._task, self._consumer)
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:

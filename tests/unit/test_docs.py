@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 from clickwire.settings import REPO_ROOT, load_all_settings
 
@@ -44,4 +43,3 @@ def test_every_cli_command_in_the_readme_exists() -> None:
     mentioned = set(re.findall(r"`clickwire ([a-z]+)", readme))
     assert mentioned, "the README names no clickwire command"
     assert mentioned <= known, f"README mentions unknown commands: {sorted(mentioned - known)}"
-    assert sys.executable
