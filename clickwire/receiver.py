@@ -2,7 +2,8 @@
 
 Every request is verified with the independent ``standardwebhooks`` library (any of the given
 secrets may match), de-duplicated by ``webhook-id``, and checked for order: within one
-subscription clicks of the same link must arrive in the order they happened. It keeps counters
+subscription clicks of the same link must arrive in the order they happened (each element of a
+batch is de-duplicated by its own ``id``, as docs/webhooks.md asks of receivers). It keeps counters
 and click-to-receipt latencies, and answers 204 (401 on a bad signature).
 """
 
@@ -31,6 +32,8 @@ class ReceiverStats:
     duplicates: int = 0
     bad_signatures: int = 0
     out_of_order: int = 0
+    # The first few order violations, for diagnosis: (subscription, link, click id, ts_ms, newest ts_ms seen).
+    disorders: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     by_type: dict[str, int] = field(default_factory=dict)
     click_ids: set[str] = field(default_factory=set)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
@@ -90,19 +93,32 @@ class Receiver:
         # The same event goes to every subscription it matches with the same webhook-id, so a
         # duplicate is a repeat within one subscription (one endpoint path here).
         subscription = request.match_info.get("subscription", "")
-        webhook_id = (subscription, headers["webhook-id"])
-        if webhook_id in self._seen:
+        if not self._first_time(subscription, headers["webhook-id"]):
             self.stats.duplicates += 1
             return web.Response(status=204)
-        self._seen[webhook_id] = None
+        payload = orjson.loads(body)
+        if not isinstance(payload, list):
+            self._accept(subscription, payload)  # webhook-id is the event id
+            return web.Response(status=204)
+        # A batch (docs/webhooks.md#batches): its webhook-id names this grouping only, and an event
+        # delivered again (at-least-once upstream, a replay) may come in another batch, so each
+        # element is de-duplicated on its own id.
+        for event in payload:
+            if self._first_time(subscription, str(event.get("id"))):
+                self._accept(subscription, event)
+            else:
+                self.stats.duplicates += 1
+        return web.Response(status=204)
+
+    def _first_time(self, subscription: str, webhook_id: str) -> bool:
+        """Remember (subscription, id); False when it was seen before (within the dedupe window)."""
+        key = (subscription, webhook_id)
+        if key in self._seen:
+            return False
+        self._seen[key] = None
         if len(self._seen) > self._window:
             self._seen.popitem(last=False)
-        payload = orjson.loads(body)
-        # A batch delivery is a JSON array of events (docs/delivery.md), one event otherwise.
-        events = payload if isinstance(payload, list) else [payload]
-        for event in events:
-            self._accept(subscription, event)
-        return web.Response(status=204)
+        return True
 
     def _accept(self, subscription: str, event: dict[str, Any]) -> None:
         now = time.time()
@@ -120,6 +136,9 @@ class Receiver:
             key = (subscription, str(click.get("link_id", "")))
             if click["ts_ms"] < self._last_ts.get(key, 0):
                 self.stats.out_of_order += 1
+                if len(self.stats.disorders) < 50:
+                    self.stats.disorders.append((key[0], key[1], str(click.get("click_id")), click["ts_ms"],
+                                                 self._last_ts[key]))
             self._last_ts[key] = max(click["ts_ms"], self._last_ts.get(key, 0))
         if self.keep_events:
             self.events.append(event)
