@@ -36,6 +36,7 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> structlog
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )
     )
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS[level], logging.INFO) if level != "debug" else logging.DEBUG)
@@ -60,3 +61,34 @@ class RateLimited:
             return True
         self.suppressed += 1
         return False
+
+
+class RepeatFilter(logging.Filter):
+    """Collapses a library's repeated log line (same logger, same message template) to one per interval.
+
+    While the broker is down every aiokafka client logs the same connection error about ten times a
+    second; the first line says it all. Later ones are counted, and the next line let through says how
+    many were dropped, so an outage stays visible without filling the disk.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self._interval = interval_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let the record through unless the same template was let through less than an interval ago."""
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self._interval:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        dropped = self._dropped.pop(key, 0)
+        if dropped:
+            record.msg = f"{record.getMessage()} ({dropped} more like this in the last {self._interval:g} s)"
+            record.args = None
+        if len(self._last) > 10_000:  # templates are few; this only guards against unbounded keys
+            self._last.clear()
+        return True
