@@ -221,6 +221,7 @@ class ApiServer:
         config = uvicorn.Config(build_app(ctx), host=host, port=port, log_config=None, access_log=False,
                                 lifespan="on", server_header=False, timeout_graceful_shutdown=10)
         self._server = _QuietServer(config)
+        self._ctx = ctx
         self._host = host
         self._task: asyncio.Task[None] | None = None
         self.port = port
@@ -248,7 +249,8 @@ class ApiServer:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, return."""
+        """Stop accepting, finish in-flight requests (event streams end at once), return."""
+        self._ctx.stopping.set()
         self._server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(Exception):

@@ -58,6 +58,9 @@ class ApiContext:
                                 timeout_s=settings.claim_timeout_s, grace_s=settings.claim_grace_s)
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
+        # Set when the server starts its graceful stop: long-lived responses (the dashboard's event
+        # streams) end on it instead of holding the stop until uvicorn's graceful timeout.
+        self.stopping = asyncio.Event()
 
     def _decode_link(self, raw: bytes) -> Link:
         return Link.from_avro(self.link_codec.decode(raw))

@@ -179,12 +179,13 @@ class DashboardTap:
             state = self.board.snapshot(workspace_id, _now_ms())
             yield _event("snapshot", state)
             version, seq = state["version"], _last_seq(state, 0)
-            while True:
-                try:
-                    await asyncio.wait_for(changed.wait(), HEARTBEAT_S)
-                except TimeoutError:
+            stopping = self.ctx.stopping
+            while not stopping.is_set():
+                if not await _first_of(changed, stopping, HEARTBEAT_S):
                     yield b": keep-alive\n\n"  # a write is how a vanished client gets noticed
                     continue
+                if stopping.is_set():
+                    break  # the server is stopping: end the stream; the browser reconnects elsewhere
                 changed = ws.waiter()
                 state = self.board.update(workspace_id, version, seq, _now_ms())
                 version, seq = state["version"], _last_seq(state, seq)
@@ -195,6 +196,17 @@ class DashboardTap:
             ws.viewers -= 1
             self.viewers -= 1
             VIEWERS.dec()
+
+
+async def _first_of(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until either event is set (True) or the timeout passes (False)."""
+    waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return bool(done)
 
 
 def _now_ms() -> int:
