@@ -79,7 +79,7 @@ async def _put(request: Request) -> Response:
     if not isinstance(body, dict):
         raise Problem(422, "invalid_body", "the body must be a JSON object of threshold sections")
     try:
-        effective(body)
+        effective(body, strict=True)
     except ValidationError as exc:
         raise Problem(422, "invalid_body", "the thresholds do not match the schema",
                       errors=validation_errors(exc)) from None

@@ -31,8 +31,10 @@ from typing import Any
 import faust
 import orjson
 import structlog
+from aiokafka.admin import NewTopic
 from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT, StreamT
+from mode.utils.times import want_seconds
 from prometheus_client import Counter, Histogram
 
 from clickwire.codec import CodecError, codec_for
@@ -109,6 +111,23 @@ class PatternsApp:
         self.app.agent(self.checks, name="checks")(self._checks)
         self.emitted: dict[str, int] = {}
         self.last_probe: dict[str, float] = {}
+
+    def internal_topics(self) -> list[NewTopic]:
+        """Faust's own topics of this app (re-keyed streams, table changelogs), configured as Faust would."""
+        topics = [self.entities, self.checks,
+                  *(t.changelog_topic for t in (self.suspicious, self.counts, self.rates, self.link_state))]
+        out = []
+        for topic in topics:
+            # The configs Faust itself creates the topic with (its Transport._topic_config).
+            cleanup = sorted(p for p, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
+            configs = {"cleanup.policy": ",".join(cleanup)} if cleanup else {}
+            if topic.retention:
+                configs["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+            configs.update({k: str(v) for k, v in (topic.config or {}).items()})
+            out += [NewTopic(name, topic.partitions or self.app.conf.topic_partitions,
+                             topic.replicas or self.app.conf.topic_replication_factor, topic_configs=configs)
+                    for name in topic.topics]
+        return out
 
     # ---- emission ------------------------------------------------------------------------------
 

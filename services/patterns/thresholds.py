@@ -95,13 +95,19 @@ DEFAULTS = EventThresholds.model_validate({})
 SECTIONS = tuple(EventThresholds.model_fields)
 
 
-def effective(overrides: Mapping[str, Any] | None) -> EventThresholds:
-    """The thresholds a workspace gets: defaults, with each key it overrode replaced (raises ValueError)."""
+def effective(overrides: Mapping[str, Any] | None, *, strict: bool = False) -> EventThresholds:
+    """The thresholds a workspace gets: defaults, with each key it overrode replaced (raises ValueError).
+
+    ``strict`` (the API, judging a request body): JSON types must match exactly, as everywhere in
+    the API, so ``"25"`` or ``true`` for a count is refused instead of coerced and stored as sent.
+    """
     merged: dict[str, Any] = DEFAULTS.model_dump()
     for section, values in (overrides or {}).items():
         if section not in merged or not isinstance(values, Mapping):
             raise ValueError(f"unknown or malformed section {section!r}")
         merged[section] = {**merged[section], **values}
+    if strict:
+        return EventThresholds.model_validate_json(orjson.dumps(merged), strict=True)
     return EventThresholds.model_validate(merged)
 
 
