@@ -176,14 +176,27 @@ class Pipeline:
         counts = (await self.sql(
             "SELECT uniqExact(click_id) AS u, (SELECT count() FROM clickwire.clicks FINAL "
             "WHERE workspace_id = {ws:String}) AS f FROM clickwire.clicks WHERE workspace_id = {ws:String}", ws))[0]
-        stored = {r["click_id"] for r in await self.sql(
-            "SELECT DISTINCT click_id FROM clickwire.clicks WHERE workspace_id = {ws:String}", ws)}
+        stored = await self._stored_click_ids(ws)
         got = self.receiver.stats.click_ids
         return Accounting(
             redirected=len(redirected_ids), in_clickhouse=int(counts["u"]), clickhouse_rows_final=int(counts["f"]),
             delivered=len(got), missing_in_clickhouse=len(redirected_ids - stored),
             missing_at_receiver=len(redirected_ids - got), out_of_order=self.receiver.stats.out_of_order,
             server_errors=server_errors)
+
+    async def _stored_click_ids(self, ws: dict[str, Any], page: int = 50_000) -> set[str]:
+        # Paged by key: the sink's /sql answers at most 100,000 rows, and a long run stores more.
+        stored: set[str] = set()
+        after = ""
+        while True:
+            rows = await self.sql(
+                "SELECT DISTINCT click_id FROM clickwire.clicks WHERE workspace_id = {ws:String} "
+                "AND click_id > {after:String} ORDER BY click_id LIMIT {page:UInt32}",
+                ws | {"after": after, "page": page})
+            stored.update(r["click_id"] for r in rows)
+            if len(rows) < page:
+                return stored
+            after = rows[-1]["click_id"]
 
     async def wait_accounted(self, redirected_ids: set[str], server_errors: int, timeout_s: float) -> tuple[
             Accounting, float]:

@@ -13,6 +13,7 @@ unit suite can never quietly depend on a service.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -105,6 +106,24 @@ async def topics(kafka: CommonSettings) -> AsyncIterator[CommonSettings]:
     settings = replace(kafka, topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
     await ensure_topics(settings)
     yield settings
+    await drop_prefixed_topics(settings)
+
+
+async def drop_prefixed_topics(settings: CommonSettings) -> None:
+    """Delete every topic under the settings' (per-test) prefix, Faust's internal ones included.
+
+    Without this a developer broker shared by many test runs collects thousands of partitions and
+    eventually runs out of heap. Best effort: a failure here must not fail the test.
+    """
+    from clickwire.kafka import admin_client
+
+    if not settings.topic_prefix:
+        return
+    with contextlib.suppress(Exception):
+        async with admin_client(settings, timeout_s=5) as admin:
+            mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+            if mine:
+                await admin.delete_topics(mine)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -23,6 +23,7 @@ from services.api.app import ApiServer
 from services.api.context import ApiContext
 from services.api.keys import new_key, publish_key
 from services.api.settings import ApiSettings
+from tests.conftest import drop_prefixed_topics
 
 
 @dataclass
@@ -100,6 +101,7 @@ async def api(kafka_common: CommonSettings, tmp_path_factory: pytest.TempPathFac
     finally:
         await server.stop()
         await ctx.stop()
+        await drop_prefixed_topics(common)
 
 
 def problem(response: httpx.Response) -> dict[str, Any]:
