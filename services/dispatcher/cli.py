@@ -47,7 +47,8 @@ async def serve(settings: DispatcherSettings, role: str, stop: asyncio.Event,
 
     common = settings.common
     subs = Subscriptions(common)
-    producer = make_producer(common)
+    # Outbox records are on the click -> webhook path: a short linger (the enricher's too) instead of 5 ms.
+    producer = make_producer(common, linger_ms=2)
     transport = VettedTransport(
         allow_nets=settings.allow_nets, allowed_ports=settings.allowed_ports,
         connect_timeout_s=settings.connect_timeout_s, total_timeout_s=settings.total_timeout_s,

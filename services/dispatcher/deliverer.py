@@ -28,19 +28,21 @@ from clickwire.kafka import make_consumer
 from clickwire.logs import RateLimited
 from clickwire.topics import Topic, name
 from services.dispatcher.attempts import AttemptLog
+from services.dispatcher.avro import Unsupported, decode_delivery, fast_header
 from services.dispatcher.filters import EventFacts
 from services.dispatcher.lanes import Item, Lane, OffsetTracker
 from services.dispatcher.parking import Parking, RetryPartition, now_ms
 from services.dispatcher.payload import rfc3339_ms, webhook_disabled_event
 from services.dispatcher.retry import classify
 from services.dispatcher.settings import DispatcherSettings
-from services.dispatcher.signing import signed_headers
+from services.dispatcher.signing import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 from services.dispatcher.subscriptions import Subscription, Subscriptions, live_secrets
 from services.dispatcher.transport import VettedTransport
 
 log = structlog.get_logger(__name__)
 
 USER_AGENT = "clickwire-webhooks/1"
+_NEVER_MS = 2**63
 _BATCH_NAMESPACE = uuid.UUID("0b9f7c52-3f4e-4a4e-8d0c-5a2b8e7d1c33")  # fixed: batch ids must be stable
 
 DELIVERIES = Counter("clickwire_webhook_deliveries_total", "Deliveries finished, by outcome", ["outcome"])
@@ -50,6 +52,9 @@ LATENCY = Histogram("clickwire_webhook_attempt_seconds", "HTTP attempt latency",
 BUFFERED = Gauge("clickwire_webhook_buffered", "Deliveries held in memory across lanes")
 PARKED = Gauge("clickwire_webhook_parked_lanes", "Subscriptions whose backlog is parked in the retry topic")
 FORWARDED = Counter("clickwire_webhook_parked_total", "Outbox records moved to the retry topic")
+# Bound once: labels() is a lock and a dict lookup, paid per delivery otherwise.
+_DELIVERED_OK = DELIVERIES.labels("success")
+_ATTEMPTS_BY_KIND = {kind: ATTEMPTS.labels(kind) for kind in ("success", "retry", "dead", "disabled")}
 
 
 def batch_id(event_ids: list[str]) -> str:
@@ -93,6 +98,7 @@ class Deliverer:
         self._subs_topic = name(Topic.WEBHOOK_SUBSCRIPTIONS, prefix)
         self.group_id = f"{prefix}clickwire-deliverer"
         self._codec = codec_for(Topic.WEBHOOK_OUTBOX, common.schema_registry_url)
+        self._fast_header = fast_header(self._codec)
         self._sub_codec = codec_for(Topic.WEBHOOK_SUBSCRIPTIONS, common.schema_registry_url)
         self._attempts = AttemptLog(common, producer)
         self._dead_letters = DeadLetters(common, producer, "dispatcher")
@@ -111,6 +117,9 @@ class Deliverer:
         self.max_buffered_seen = 0
         self.delivered = 0
         self.attempt_count = 0
+        # Successes not yet added to the Prometheus counters (added at each commit, not per delivery).
+        self._unreported_ok = 0
+        self._unreported_ok_attempts = 0
         subs.listen(self._sub_changed)
 
     # -- health ------------------------------------------------------------------------------------------
@@ -177,6 +186,7 @@ class Deliverer:
             for task in pending:
                 task.cancel()
         with contextlib.suppress(Exception):
+            await self._attempts.flush()
             await self._producer.flush()
             await self._commit(consumer)
         await consumer.stop()
@@ -195,6 +205,7 @@ class Deliverer:
             at = rp.committable()
             if self._committed.get(tp) != at:
                 offsets[tp] = at
+        self._report_ok()
         if offsets:
             await consumer.commit(offsets)
             self._committed.update(offsets)
@@ -202,6 +213,21 @@ class Deliverer:
         self.max_buffered_seen = max(self.max_buffered_seen, buffered)
         BUFFERED.set(buffered)
         PARKED.set(self.parking.stats()["parked_lanes"])
+
+    def _report_ok(self) -> None:
+        if self._unreported_ok or self._unreported_ok_attempts:
+            _DELIVERED_OK.inc(self._unreported_ok)
+            _ATTEMPTS_BY_KIND["success"].inc(self._unreported_ok_attempts)
+            self._unreported_ok = self._unreported_ok_attempts = 0
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        """Decode an outbox or retry record (hand-written fast path, the codec for anything else)."""
+        if self._fast_header is not None:
+            try:
+                return decode_delivery(self._fast_header, value)
+            except Unsupported:
+                pass
+        return self._codec.decode(value)
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:
         # No awaits here: positions are looked up by the loop; until then the partitions stay paused.
@@ -297,7 +323,7 @@ class Deliverer:
             return
         tracker.add(record.offset)
         try:
-            delivery = self._codec.decode(record.value)
+            delivery = self.decode(record.value)
             sub_id = delivery["subscription_id"]
         except (CodecError, TypeError, KeyError) as exc:
             await self._invalid(record, exc)
@@ -338,7 +364,7 @@ class Deliverer:
         if not self.parking.take(lane, offset, time.time()):
             return
         try:
-            delivery = self._codec.decode(record.value)
+            delivery = self.decode(record.value)
         except CodecError as exc:
             await self._invalid(record, exc)
             return
@@ -447,7 +473,8 @@ class Deliverer:
                     lane.wake.clear()
                     await asyncio.wait_for(lane.wake.wait(), wait)  # woken early by a state change
                 continue
-            batch = await self._collect(lane, sub, generation)
+            # Single mode needs no collecting: skip a coroutine per delivery.
+            batch = [head] if sub.get("mode", "single") != "batch" else await self._collect(lane, sub, generation)
             if batch and lane.generation == generation:
                 await self._attempt(lane, sub, batch, generation)
 
@@ -481,6 +508,19 @@ class Deliverer:
         lane.batch = items
         return items
 
+    @staticmethod
+    def _secrets(lane: Lane, sub: Subscription) -> list[str]:
+        """The subscription's live secrets, kept per lane until the record changes or a secret expires."""
+        now = int(time.time() * 1000)
+        cached = lane.signing
+        if cached is not None and cached[0] is sub and now < cached[1]:
+            return cached[2]
+        secrets = live_secrets(sub, now)
+        expiries = [s["expires_ms"] for s in sub.get("secrets") or ()
+                    if s.get("expires_ms") is not None and s["expires_ms"] > now]
+        lane.signing = (sub, min(expiries, default=_NEVER_MS), secrets)
+        return secrets
+
     async def _attempt(self, lane: Lane, sub: Subscription, batch: list[Item], generation: int) -> None:
         settings = self._settings
         attempt = batch[0].attempts + 1
@@ -489,8 +529,10 @@ class Deliverer:
             msg_id = batch_id([item.event_id for item in batch])
         else:
             body, msg_id = batch[0].delivery["body"], batch[0].event_id
-        headers = {"content-type": "application/json", "user-agent": USER_AGENT,
-                   **signed_headers(live_secrets(sub), msg_id, int(time.time()), body)}
+        timestamp = int(time.time())
+        headers = {"content-type": "application/json", "user-agent": USER_AGENT, HEADER_ID: msg_id,
+                   HEADER_TIMESTAMP: str(timestamp),
+                   HEADER_SIGNATURE: sign(self._secrets(lane, sub), msg_id, timestamp, body)}
         result: int | BaseException
         response, retry_after = b"", None
         lane.in_flight = batch
@@ -521,7 +563,10 @@ class Deliverer:
                 reason = f"failing continuously since {rfc3339_ms(int(lane.failing_since * 1000))}"
         next_ms = int((now + (outcome.delay_s or 0)) * 1000) if kind == "retry" else None
         self.attempt_count += 1
-        ATTEMPTS.labels(kind).inc()
+        if kind == "success":
+            self._unreported_ok_attempts += 1  # counted in bulk (_report_ok)
+        else:
+            _ATTEMPTS_BY_KIND[kind].inc()
         LATENCY.observe(elapsed)
         acks = [
             await self._attempts.record(
@@ -541,7 +586,7 @@ class Deliverer:
                 lane.overrides[item.event_id] = None if kind != "retry" else (attempt, next_ms or 0)
             if kind == "success":
                 self.delivered += len(batch)
-                DELIVERIES.labels("success").inc(len(batch))
+                self._unreported_ok += len(batch)
             elif kind in ("dead", "disabled"):
                 for item in batch:
                     item.delivery["attempt"] = attempt
@@ -568,7 +613,7 @@ class Deliverer:
         lane.batch = None
         if kind == "success":
             self.delivered += len(batch)
-            DELIVERIES.labels("success").inc(len(batch))
+            self._unreported_ok += len(batch)
         if kind == "disabled" and reason is not None:
             await self._disable(lane, sub, reason)
         self._after_pop(lane)

@@ -117,6 +117,8 @@ class Lane:
     # None when the attempt succeeded and the parked copy must not be sent again.
     overrides: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     failing_since: float | None = None
+    # (subscription record, valid until ms, its live secrets): signing reuses them while the record is current.
+    signing: tuple[dict[str, Any], int, list[str]] | None = None
     disabled_reason: str | None = None
     unknown_since: float | None = None
 

@@ -4,8 +4,9 @@ Consumer group ``clickwire-router`` on ``clicks.enriched``, ``links`` and ``even
 spikes, ... from services/patterns: their body is built from the record's ``data_json`` and id).
 Each event is serialized once (services.dispatcher.payload) and written to ``webhooks.outbox`` keyed
 by subscription id, so the outbox's order per subscription is the order the router saw the events in. Input offsets are
-committed only after every outbox record of the batch is acknowledged: a crash re-routes at most the
-uncommitted batch, and the deliveries carry the same event ids (receivers dedupe by webhook-id).
+committed only after every outbox record of the batch is acknowledged (in batch order, while the next
+batches are routed): a crash re-routes at most the uncommitted batches, and the deliveries carry the
+same event ids (receivers dedupe by webhook-id).
 
 Link events: a record whose ``created_ms == updated_ms`` is ``link.created``, any other value
 ``link.updated``, and a tombstone ``link.deleted``. A tombstone has no value, so the router follows
@@ -15,12 +16,13 @@ the links topic in a table of raw values and remembers recently deleted ones to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 
 from clickwire.codec import CodecError, codec_for
@@ -38,6 +40,19 @@ log = structlog.get_logger(__name__)
 ROUTED = Counter("clickwire_router_events_total", "Events routed, by type", ["type"])
 OUTBOX = Counter("clickwire_router_deliveries_total", "Outbox records written")
 GRAVEYARD_MAX = 100_000  # deleted links remembered for link.deleted events still to route
+MAX_COMMITS_IN_FLIGHT = 4  # routed batches not yet acknowledged and committed, before routing waits
+
+
+class _DrainCommits(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        with contextlib.suppress(Exception):  # a failed batch is re-routed by whoever gets the partition
+            await self._router.drain_commits()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
 
 
 class Router:
@@ -63,6 +78,8 @@ class Router:
         self._graveyard: OrderedDict[str, bytes] = OrderedDict()
         self.routed = 0
         self.written = 0
+        self._commits: deque[asyncio.Task[None]] = deque()
+        self._last_commit: asyncio.Task[None] | None = None
 
     def _link_changed(self, key: str, old: bytes | None, new: bytes | None) -> None:
         if new is None and old is not None:
@@ -78,11 +95,14 @@ class Router:
         """Route until ``stop`` is set; every batch is committed after its outbox writes are acknowledged."""
         await self.links.start()
         await self.links.wait_loaded(60)
-        consumer = make_consumer(self._common, self.clicks_topic, self.links_topic, self.derived_topic,
-                                 group_id=self.group_id)
+        consumer = make_consumer(self._common, group_id=self.group_id)
+        # A revocation waits for the commits in flight, so none lands on a partition already given away.
+        consumer.subscribe([self.clicks_topic, self.links_topic, self.derived_topic],
+                           listener=_DrainCommits(self))
         await consumer.start()
         try:
             while not stop.is_set():
+                self._check_commits()
                 batches = await consumer.getmany(timeout_ms=100, max_records=2000)
                 if not batches:
                     continue
@@ -92,12 +112,37 @@ class Router:
                     for record in records:
                         await self._route(record, acks)
                     offsets[tp] = records[-1].offset + 1
-                if acks:
-                    await asyncio.gather(*acks)
-                await consumer.commit(offsets)
+                # The next batch is routed while this one's writes are acknowledged and committed:
+                # waiting here would add an acknowledgement and a commit round trip to every event.
+                self._commits.append(asyncio.create_task(self._commit_after(consumer, acks, offsets)))
+                while len(self._commits) > MAX_COMMITS_IN_FLIGHT:
+                    await self._commits.popleft()
+            await self.drain_commits()
         finally:
+            for task in self._commits:
+                task.cancel()
             await consumer.stop()
             await self.links.stop()
+
+    async def _commit_after(self, consumer: AIOKafkaConsumer, acks: list[asyncio.Future[Any]],
+                            offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` once every write of their batch is acknowledged, after the batches before it."""
+        previous = self._last_commit
+        self._last_commit = asyncio.current_task()
+        if acks:
+            await asyncio.gather(*acks)
+        if previous is not None and not previous.done():
+            await asyncio.shield(previous)  # commits go in batch order
+        await consumer.commit(offsets)
+
+    def _check_commits(self) -> None:
+        while self._commits and self._commits[0].done():
+            self._commits.popleft().result()  # an unacknowledged write or a failed commit stops the router
+
+    async def drain_commits(self) -> None:
+        """Wait for every batch routed so far to be acknowledged and committed."""
+        while self._commits:
+            await self._commits.popleft()
 
     async def _route(self, record: Any, acks: list[asyncio.Future[Any]]) -> None:
         try:
