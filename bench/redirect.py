@@ -1,24 +1,40 @@
-"""Redirect throughput: nginx `return 302` vs the redirector without and with publishing (wrk).
+"""Redirect throughput and latency: nginx `return 302` vs the redirector without and with publishing.
 
-Run: .venv/bin/python -m bench.redirect [--duration 10] [--connections 64]
+Run: .venv/bin/python -m bench.redirect [--duration 8] [--rounds 3] [--connections 64] [--rate 20000]
 
-Same wrk settings for each server (1 thread, 64 connections, --latency), one worker process each.
-The redirector runs as `clickwire redirector` against the broker at CLICKWIRE_KAFKA_BOOTSTRAP
-(default 127.0.0.1:9092) on topics of its own (a fresh prefix), serving one link. Then p99 at a
-fixed rate: wrk has no rate limit (wrk2 is not packaged in Debian), so a Lua `delay()` paces each
-of 40 connections to one request per 2 ms, i.e. at most 20,000 requests/s; the achieved rate is
-reported next to the latency.
+Throughput: wrk (Debian package; installed if missing), 1 thread, 64 connections, --latency, the same
+for each server, one worker process each: nginx from a temp nginx.conf, `clickwire redirector` with
+CLICKWIRE_REDIRECTOR_PUBLISH=false, and with publishing (against the broker at
+CLICKWIRE_KAFKA_BOOTSTRAP, default 127.0.0.1:9092, on topics of its own, serving one plain link). The
+three servers run side by side and are measured in turns, `rounds` times (the order rotates); each
+row shows the median of its rounds, and the ratios are medians of the per-round ratios: this machine
+is shared, and servers measured seconds apart see the same background load. Next to req/s: the
+server's CPU time (user + system, all its processes and threads) per request wrk counted, which moves
+far less with the machine's load than req/s does.
+
+Latency at a fixed rate: vegeta (a constant-rate generator; built with `go install` into
+.clickwire/tools when it is not on PATH) sends `rate` requests/s for `duration` seconds over 32-64
+keep-alive connections, first to nginx (what the generator and the machine add on their own), then
+to the redirector with publishing. Open loop up to 64 requests in flight: a stall longer than that
+delays sends (vegeta times a request from when it was sent), which shows as an achieved rate below
+the target, so the achieved rate is reported next to p50/p99, with the generator's own CPU (on 2
+cores it competes with the server). Unbounded workers were worse here: vegeta then spends its CPU on
+new connections and reached only 12-16k/s against nginx. Without Go, or when the build fails, the
+paced rows say "not measured" and why.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,8 +54,16 @@ from clickwire.links import Link
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 
+ROOT = Path(__file__).resolve().parent.parent
 HOST = "bench.test"
 CODE = "bench1"
+TOOLS = ROOT / ".clickwire" / "tools"
+# The newest vegeta the Go module proxy serves here; pinned so every run measures with the same tool.
+VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.13.0"
+NGINX = "nginx return 302"
+OFF = "redirector, no publishing"
+ON = "redirector, publishing"
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 def _ensure_tools() -> None:
@@ -48,6 +72,27 @@ def _ensure_tools() -> None:
     if missing:
         print(f"installing {' '.join(missing)} with apt-get…", file=sys.stderr)
         subprocess.run(["apt-get", "install", "-y", *missing], check=True, capture_output=True)
+
+
+def vegeta() -> tuple[Path | None, str]:
+    """The vegeta binary, built into .clickwire/tools if needed; (None, why) when there is none."""
+    found = shutil.which("vegeta") or (str(TOOLS / "vegeta") if (TOOLS / "vegeta").exists() else None)
+    if found:
+        return Path(found), ""
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        return None, "Go is not installed, so vegeta could not be built"
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    print(f"building vegeta ({VEGETA_MODULE}) into {TOOLS}…", file=sys.stderr)
+    try:
+        done = subprocess.run([go, "install", VEGETA_MODULE], env={**os.environ, "GOBIN": str(TOOLS)},
+                              capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        return None, "building vegeta took over 15 minutes"
+    if done.returncode != 0 or not (TOOLS / "vegeta").exists():
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"building vegeta failed: {tail}"
+    return TOOLS / "vegeta", ""
 
 
 def _free_port() -> int:
@@ -70,16 +115,63 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, *, duration: int, connections: int, script: Path) -> dict[str, float]:
-    """Run wrk once; return req/s, p50 and p99 in ms."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`, its threads and its live descendants."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            # Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
+            fields = stat.rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) * _TICK_S
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def wrk(url: str, *, duration: int, connections: int, script: Path, pid: int) -> dict[str, float]:
+    """Run wrk once against the server `pid`; return req/s, p50 and p99 in ms, server CPU µs per request."""
+    before = cpu_seconds(pid)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
+    used = cpu_seconds(pid) - before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     pct = {m.group(1): _ms(m.group(2), m.group(3)) for m in re.finditer(r"\s(50|99)%\s+([\d.]+)(us|ms|s)\b", out)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct["50"], "p99_ms": pct["99"], "non_3xx": float(errors.group(1)) if errors else 0.0}
+    return {"rps": rps, "p50_ms": pct["50"], "p99_ms": pct["99"], "requests": requests,
+            "cpu_us_per_req": used / max(requests, 1) * 1e6,
+            "non_3xx": float(errors.group(1)) if errors else 0.0}
+
+
+def paced(tool: Path, url: str, *, rate: int, duration: int, pid: int, tmp: Path) -> dict[str, Any]:
+    """Send `rate` requests/s open loop with vegeta; return achieved rate, p50/p99 and both sides' CPU."""
+    targets = tmp / "targets.txt"
+    targets.write_text(f"GET {url}\nHost: {HOST}\n\n")
+    results = tmp / "paced.bin"
+    server_before = cpu_seconds(pid)
+    gen_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [str(tool), "attack", f"-targets={targets}", f"-rate={rate}/s", f"-duration={duration}s",
+         "-redirects=-1", "-workers=32", "-max-workers=64", "-connections=64", f"-output={results}"],
+        check=True, capture_output=True,
+    )
+    gen_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_used = cpu_seconds(pid) - server_before
+    gen_used = (gen_after.ru_utime + gen_after.ru_stime) - (gen_before.ru_utime + gen_before.ru_stime)
+    report = json.loads(subprocess.run([str(tool), "report", "-type=json", str(results)], check=True,
+                                       capture_output=True, text=True).stdout)
+    lat = report["latencies"]
+    codes = {int(k): v for k, v in report["status_codes"].items()}
+    return {"rps": report["rate"], "target_rate": rate, "p50_ms": lat["50th"] / 1e6, "p99_ms": lat["99th"] / 1e6,
+            "max_ms": lat["max"] / 1e6, "requests": report["requests"], "status_codes": codes,
+            "errors": report.get("errors") or [], "cpu_us_per_req": server_used / max(report["requests"], 1) * 1e6,
+            "generator_cores": gen_used / duration}
 
 
 def _nginx(tmp: Path, port: int) -> subprocess.Popen[bytes]:
@@ -144,66 +236,90 @@ def _health(port: int) -> dict[str, Any]:
     raise RuntimeError("redirector did not become healthy")
 
 
-def run(report: dict[str, Any], *, duration: int = 10, connections: int = 64) -> None:
-    """Benchmark nginx, the redirector without and with publishing; fill `report` and print a table."""
+def _median_row(runs: list[dict[str, float]]) -> dict[str, Any]:
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "non_3xx")
+    return {**{k: statistics.median(r[k] for r in runs) for k in keys}, "runs": runs}
+
+
+def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connections: int = 64,
+        rate: int = 20_000) -> None:
+    """Benchmark nginx and the redirector without and with publishing; fill `report`, print a table."""
     _ensure_tools()
+    tool, why_not = vegeta()
     common = CommonSettings.from_env()
     common = replace(common, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
     asyncio.run(_setup_topics(common))
-    rows: dict[str, dict[str, float]] = {}
+    report["redirect_loadavg_before"] = os.getloadavg()
+    runs: dict[str, list[dict[str, float]]] = {NGINX: [], OFF: [], ON: []}
+    rows: dict[str, dict[str, Any]] = {}
+    procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="clickwire-bench-") as tmpdir:
         tmp = Path(tmpdir)
         script = tmp / "host.lua"
         script.write_text(f'wrk.headers["Host"] = "{HOST}"\n')
-        paced = tmp / "paced.lua"
-        paced.write_text(f'wrk.headers["Host"] = "{HOST}"\nfunction delay() return 2 end\n')
-
-        port = _free_port()
-        nginx = _nginx(tmp, port)
         try:
-            _wait_port(port)
-            rows["nginx return 302"] = wrk(f"http://127.0.0.1:{port}/{CODE}", duration=duration,
-                                           connections=connections, script=script)
+            ports = {label: _free_port() for label in runs}
+            procs.append(nginx := _nginx(tmp, ports[NGINX]))
+            procs.append(_redirector(common, tmp / "home-off", ports[OFF], publish=False))
+            procs.append(on := _redirector(common, tmp / "home-on", ports[ON], publish=True))
+            pids = {NGINX: nginx.pid, OFF: procs[1].pid, ON: on.pid}
+            _wait_port(ports[NGINX])
+            _health(ports[OFF])
+            _health(ports[ON])
+            labels = list(runs)
+            for i in range(rounds):
+                for label in labels[i % 3:] + labels[: i % 3]:
+                    runs[label].append(wrk(f"http://127.0.0.1:{ports[label]}/{CODE}", duration=duration,
+                                           connections=connections, script=script, pid=pids[label]))
+            rows = {label: _median_row(r) for label, r in runs.items()}
+            if tool is not None:
+                for label in (NGINX, ON):
+                    rows[f"{label}, paced {rate // 1000}k/s (vegeta)"] = paced(
+                        tool, f"http://127.0.0.1:{ports[label]}/{CODE}", rate=rate, duration=duration,
+                        pid=pids[label], tmp=tmp)
+            deadline = time.monotonic() + 30
+            health = _health(ports[ON])
+            while (health["queued"] or health["spool_bytes"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                health = _health(ports[ON])
+            report["redirect_published"] = health["published"]
         finally:
-            _stop(nginx)
-
-        for publish in (False, True):
-            port = _free_port()
-            proc = _redirector(common, tmp / f"home-{publish}", port, publish)
-            try:
-                _health(port)
-                url = f"http://127.0.0.1:{port}/{CODE}"
-                label = "redirector, publishing" if publish else "redirector, no publishing"
-                rows[label] = wrk(url, duration=duration, connections=connections, script=script)
-                if publish:
-                    rows["redirector, publishing, paced 20k/s"] = wrk(url, duration=duration, connections=40,
-                                                                     script=paced)
-                    deadline = time.monotonic() + 30
-                    health = _health(port)
-                    while (health["queued"] or health["spool_bytes"]) and time.monotonic() < deadline:
-                        time.sleep(0.2)
-                        health = _health(port)
-                    report["redirect_published"] = health["published"]
-            finally:
+            for proc in procs:
                 _stop(proc)
 
-    nginx_rps = rows["nginx return 302"]["rps"]
-    off, on = rows["redirector, no publishing"]["rps"], rows["redirector, publishing"]["rps"]
+    per_round = list(zip(runs[NGINX], runs[OFF], runs[ON], strict=True))
     report["redirect"] = rows
-    report["redirect_vs_nginx"] = on / nginx_rps
-    report["redirect_publish_cost"] = 1 - on / off
-    print(f"\nRedirect (wrk -t1 -c{connections} -d{duration}s, 1 worker each)")
-    print(f"{'server':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9}")
+    report["redirect_vs_nginx"] = statistics.median(on["rps"] / n["rps"] for n, _, on in per_round)
+    report["redirect_off_vs_nginx"] = statistics.median(off["rps"] / n["rps"] for n, off, _ in per_round)
+    report["redirect_publish_cost"] = statistics.median(1 - on["rps"] / off["rps"] for _, off, on in per_round)
+    report["redirect_paced"] = {"measured": tool is not None, "why_not": why_not, "rate": rate}
+    report["redirect_loadavg_after"] = os.getloadavg()
+
+    nginx_rps = rows[NGINX]["rps"]
+    print(f"\nRedirect (wrk -t1 -c{connections} -d{duration}s, 1 worker each, median of {rounds} rounds; "
+          f"load average {' '.join(f'{x:.1f}' for x in report['redirect_loadavg_before'])})")
+    print(f"{'server':46} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'vs nginx':>9}")
     for label, row in rows.items():
-        print(f"{label:40} {row['rps']:>10,.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
-              f"{row['rps'] / nginx_rps:>9.2f}")
-    print(f"publishing costs {report['redirect_publish_cost']:.0%} of throughput; "
-          f"{report['redirect_published']:,} clicks acknowledged by Kafka in the publishing runs")
+        print(f"{label:46} {row['rps']:>10,.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+              f"{row['cpu_us_per_req']:>11.1f} {row['rps'] / nginx_rps:>9.2f}")
+    for label, row in rows.items():
+        if "target_rate" in row:
+            print(f"{label}: {row['rps']:,.0f} of {row['target_rate']:,} req/s achieved, statuses "
+                  f"{row['status_codes']}, generator used {row['generator_cores']:.2f} cores"
+                  + (f", errors {row['errors'][:3]}" if row["errors"] else ""))
+    if tool is None:
+        print(f"p99 at {rate:,} req/s: not measured ({why_not})")
+    ratios = ", ".join(f"{on['rps'] / n['rps']:.2f}" for n, _, on in per_round)
+    print(f"publishing vs nginx {report['redirect_vs_nginx']:.2f} (per round {ratios}); without publishing "
+          f"{report['redirect_off_vs_nginx']:.2f}; publishing costs {report['redirect_publish_cost']:.0%}; "
+          f"{report['redirect_published']:,} clicks acknowledged by Kafka")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=int, default=20_000)
     args = parser.parse_args()
-    run({}, duration=args.duration, connections=args.connections)
+    run({}, duration=args.duration, rounds=args.rounds, connections=args.connections, rate=args.rate)

@@ -1,10 +1,18 @@
 """The redirect hot path: an RSGI app (granian) answering GET/HEAD /{code} by Host.
 
 Per request: check sizes and the code's syntax, find the link by (host, code), `decide()` the
-answer, send it, then hand one raw click to the publisher (which never waits for Kafka). Every
-answer on a served domain and a well-formed code is a click, including 404 (an orphan click with
-link_id "") and pages; each carries its click id in ``X-Click-Id`` so a client (and the
-broker-outage test) can tell which clicks it was answered for.
+answer, send it, then hand one captured click to the publisher (which never waits for Kafka, and
+finishes and encodes clicks in its own batch step, see rawclick.py). Every answer on a served domain
+and a well-formed code is a click, including 404 (an orphan click with link_id "") and pages; each
+carries its click id in ``X-Click-Id`` so a client (and the broker-outage test) can tell which clicks
+it was answered for.
+
+Fast path: a plain link's answer does not depend on the request (decide.ready_answer), so after its
+first click the LinkTable keeps it ready and later clicks on it skip code validation, host parsing,
+the record decode and decide(): they read the headers the click record carries, check their sizes,
+answer and capture. The first click that made the answer passed every check the slow path makes, and
+an answer is only found for (normalized host, code) keys that did; anything else (unknown codes,
+internal paths, other methods, bad headers) takes the slow path, which answers as it always did.
 
 Operational endpoints live under ``/_/``, which can never be a short code ('/' is not in the code
 alphabet): ``GET /_/health`` (JSON, 200 while serving) and ``GET /_/metrics`` (Prometheus).
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -28,7 +36,7 @@ from uuid_utils import uuid7
 
 from clickwire.codes import valid_code
 from clickwire.observability import metrics_response
-from services.redirector.decide import RequestFacts, country_from_header, decide
+from services.redirector.decide import RequestFacts, country_from_header, decide, ready_answer
 from services.redirector.publisher import ClickPublisher
 from services.redirector.table import LinkTable
 
@@ -40,6 +48,9 @@ MAX_HEADER: Final = 4096
 INTERNAL_PREFIX: Final = "/_/"
 _TEXT: Final = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")]
 _HOST_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-[]:")
+# Distinct Host header values seen with a valid host -> the normalized host (a handful in practice;
+# cleared when full so random Host headers cannot grow it).
+_HOSTS_MAX: Final = 1024
 
 REQUESTS = Counter("clickwire_redirector_requests_total", "Answers by status class", ["status"])
 REFUSED = Counter("clickwire_redirector_refused_total", "Requests refused as bad input", ["reason"])
@@ -63,68 +74,25 @@ def normalize_host(raw: str | None) -> str | None:
     return host
 
 
-def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    value = value.strip().strip('"')
-    if value.startswith("["):
-        value = value[1:value.find("]")] if "]" in value else ""
-    elif value.count(":") == 1:  # IPv4 with a port
-        value = value.split(":", 1)[0]
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        return None
-
-
-def client_ip(peer: str, forwarded_for: str | None, forwarded: str | None,
-              trusted: Sequence[Network]) -> str:
-    """The client address: the peer, or, behind a trusted proxy, the nearest untrusted forwarded hop."""
-    peer_ip = _parse_ip(peer)
-    if peer_ip is None or not trusted or not any(peer_ip in net for net in trusted):
-        return str(peer_ip) if peer_ip is not None else peer
-    hops: list[str] = []
-    if forwarded:
-        # RFC 7239: Forwarded: for=192.0.2.43, for="[2001:db8::1]:4711";proto=https
-        for element in forwarded.split(","):
-            for pair in element.split(";"):
-                key, _, value = pair.strip().partition("=")
-                if key.lower() == "for":
-                    hops.append(value)
-    elif forwarded_for:
-        hops = forwarded_for.split(",")
-    # Walk from the nearest hop outwards; the first address not one of our proxies is the client.
-    for hop in reversed(hops):
-        ip = _parse_ip(hop)
-        if ip is None:
-            break
-        if not any(ip in net for net in trusted):
-            return str(ip)
-    return str(peer_ip)
-
-
-def _peer(client: str) -> str:
-    # RSGI gives "ip:port" ("[::1]:port" style or bare "::1:port" for IPv6).
-    if client.startswith("["):
-        return client[1:client.find("]")]
-    return client.rsplit(":", 1)[0] if client.count(":") == 1 else client.rpartition(":")[0] or client
-
-
 class RedirectApp:
     """The RSGI application: redirects, pages, click hand-over, /_/health and /_/metrics."""
 
-    def __init__(self, table: LinkTable, counts: dict[str, int], *, instance_id: str,
+    def __init__(self, table: LinkTable, counts: dict[str, int], *,
                  publisher: ClickPublisher | None, domains: tuple[str, ...] = (),
                  served_domain: Callable[[str], bool] | None = None,
                  trusted_proxies: tuple[Network, ...] = (), trust_country_header: bool = False,
                  health: Callable[[], dict[str, Any]] | None = None) -> None:
         self._table = table
+        self._answer = table.answers.get
         self._counts = counts
-        self._instance = instance_id
         self._submit = publisher.submit if publisher is not None else None
         self._domains = frozenset(domains)
         self._served = served_domain
-        self._trusted = trusted_proxies
+        # Forwarded headers are captured for the publisher's client_ip() only behind a trusted proxy.
+        self._trusted = bool(trusted_proxies)
         self._trust_country = trust_country_header
         self._health = health or (lambda: {"ok": True})
+        self._hosts: dict[str, str] = {}
 
     def _serves(self, host: str) -> bool:
         if self._domains:
@@ -137,11 +105,48 @@ class RedirectApp:
             return
         path: str = scope.path
         query: str = scope.query_string
+        method: str = scope.method
+        if (method == "GET" or method == "HEAD") and len(path) <= MAX_PATH and len(query) <= MAX_QUERY:
+            headers = scope.headers
+            try:
+                host = self._hosts.get(headers.get("host") or scope.authority)
+                answer = self._answer((host, path[1:])) if host is not None else None
+                if answer is not None:
+                    user_agent: str = headers.get("user-agent", "")
+                    referer: str | None = headers.get("referer")
+                    accept_language: str | None = headers.get("accept-language")
+                    purpose: str | None = headers.get("sec-purpose") or headers.get("purpose")
+                    ch_ua: str | None = headers.get("sec-ch-ua")
+                    ch_mobile: str | None = headers.get("sec-ch-ua-mobile")
+                    ch_platform: str | None = headers.get("sec-ch-ua-platform")
+                    forwarded_for = forwarded = None
+                    if self._trusted:
+                        forwarded_for = headers.get("x-forwarded-for")
+                        forwarded = headers.get("forwarded")
+            except (UnicodeDecodeError, ValueError):
+                answer = None  # the slow path refuses it
+            if answer is not None and host is not None:
+                now_ms = time.time_ns() // 1_000_000
+                if (now_ms < answer.valid_until and len(user_agent) <= MAX_HEADER
+                        and (referer is None or len(referer) <= MAX_HEADER)
+                        and (accept_language is None or len(accept_language) <= MAX_HEADER)):
+                    click_id = str(uuid7())
+                    proto.response_empty(answer.status, [*answer.headers, ("x-click-id", click_id)])
+                    if self._submit is not None:
+                        self._submit(answer.key, (
+                            click_id, now_ms, answer.link_id, answer.workspace_id, host, path[1:], method,
+                            scope.client, user_agent, referer, accept_language, purpose, ch_ua, ch_mobile,
+                            ch_platform, query, answer.status, answer.location, forwarded_for, forwarded,
+                        ))
+                    return None
+        return self._slow(scope, proto, path, query, method)
+
+    def _slow(self, scope: Any, proto: Any, path: str, query: str, method: str) -> None:
+        """Every check, lookup and decide(); remembers the ready answer of a plain link."""
         if len(path) > MAX_PATH or len(query) > MAX_QUERY:
             return self._refuse(proto, 414, "uri_too_long", "URI too long\n")
         if path.startswith(INTERNAL_PREFIX):
-            return self._internal(path, scope.method, proto)
-        method: str = scope.method
+            return self._internal(path, method, proto)
         if method != "GET" and method != "HEAD":
             REFUSED.labels("method").inc()
             proto.response_str(405, [*_TEXT, ("allow", "GET, HEAD")], "method not allowed\n")
@@ -151,7 +156,8 @@ class RedirectApp:
             return self._refuse(proto, 400 if code else 404, "bad_code", "not a short link\n")
         headers = scope.headers
         try:
-            host = normalize_host(headers.get("host") or scope.authority)
+            raw_host: str | None = headers.get("host") or scope.authority
+            host = normalize_host(raw_host)
             user_agent: str = headers.get("user-agent", "")
             referer: str | None = headers.get("referer")
             accept_language: str | None = headers.get("accept-language")
@@ -159,6 +165,10 @@ class RedirectApp:
             ch_ua: str | None = headers.get("sec-ch-ua")
             ch_mobile: str | None = headers.get("sec-ch-ua-mobile")
             ch_platform: str | None = headers.get("sec-ch-ua-platform")
+            forwarded_for = forwarded = None
+            if self._trusted:
+                forwarded_for = headers.get("x-forwarded-for")
+                forwarded = headers.get("forwarded")
         except (UnicodeDecodeError, ValueError):
             return self._refuse(proto, 400, "bad_header", "header is not valid UTF-8\n")
         if host is None:
@@ -185,16 +195,21 @@ class RedirectApp:
             proto.response_bytes(decision.status, out, decision.body)
 
         if self._submit is not None:
-            peer = _peer(scope.client)
-            ip = client_ip(peer, headers.get("x-forwarded-for"), headers.get("forwarded"),
-                           self._trusted) if self._trusted else peer
             self._submit(
                 link.link_id.encode() if link is not None else b"",
                 (click_id, now_ms, link.link_id if link is not None else "",
-                 link.workspace_id if link is not None else "", host, code, method, ip, user_agent,
+                 link.workspace_id if link is not None else "", host, code, method, scope.client, user_agent,
                  referer, accept_language, purpose, ch_ua, ch_mobile, ch_platform, query,
-                 "qr=" in query and _is_qr(query), decision.status, decision.location, self._instance),
+                 decision.status, decision.location, forwarded_for, forwarded),
             )
+        if link is not None and decision.outcome == "redirect":
+            answer = ready_answer(link, now_ms)
+            if answer is not None:
+                self._table.remember(host, code, answer)
+                if raw_host is not None and raw_host not in self._hosts:
+                    if len(self._hosts) >= _HOSTS_MAX:
+                        self._hosts.clear()
+                    self._hosts[raw_host] = host
         return None
 
     def _refuse(self, proto: Any, status: int, reason: str, text: str) -> None:
@@ -215,7 +230,3 @@ class RedirectApp:
         else:
             proto.response_str(404, _TEXT, "not found\n")
 
-
-def _is_qr(query: str) -> bool:
-    """True when the query has qr=1 (the parameter QR codes printed by clickwire carry)."""
-    return any(part == "qr=1" for part in query.split("&"))

@@ -23,9 +23,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from clickwire.links import RuleCondition
 from services.redirector import pages
-from services.redirector.table import HotLink
+from services.redirector.table import Answer, HotLink
 
 PERMANENT_MAX_AGE_S: Final = 90
+FOREVER_MS: Final = 2**63 - 1
 _NO_STORE: Final = ("cache-control", "no-store")
 _PAGE_HEADERS: Final = (
     ("content-type", pages.CONTENT_TYPE),
@@ -157,6 +158,28 @@ def decide(link: HotLink | None, facts: RequestFacts, now_ms: int, stats: Mappin
         if max_age > 0:
             cache = f"private, max-age={max_age}"
     return Decision(status, location, None, (("location", location), ("cache-control", cache)), outcome)
+
+
+def ready_answer(link: HotLink, now_ms: int) -> Answer | None:
+    """The answer decide() gives `link` for any request and any click count from `now_ms` until the
+    answer's valid_until, or None when it can depend on the request or the counts.
+
+    That is a link that is not blocked, redirects bots like humans and has no click cap and no
+    routing rules. An expiry ends the answer 90 s early, so the max-age of a permanent redirect
+    (never beyond the expiry) is still the full 90 s throughout.
+    """
+    if link.blocked or link.bot_policy != "redirect" or link.max_clicks is not None or link.rules:
+        return None
+    until = FOREVER_MS
+    if link.expires_ms is not None:
+        until = link.expires_ms - PERMANENT_MAX_AGE_S * 1000
+        if now_ms >= until:
+            return None
+    # decide() itself makes the answer, so the two cannot disagree.
+    d = decide(link, RequestFacts(), now_ms, {})
+    if d.location is None:
+        return None
+    return Answer(d.status, d.headers, d.location, link.link_id.encode(), link.link_id, link.workspace_id, until)
 
 
 def _page(status: int, body: bytes, outcome: str) -> Decision:

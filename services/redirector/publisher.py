@@ -1,10 +1,12 @@
 """The click publisher: the response path hands a click over and never waits for Kafka.
 
 ``submit()`` appends the click (a tuple, see rawclick.py) to an in-memory deque (O(1), no I/O).
-One background task takes what has accumulated, Avro-encodes it, groups it by partition (the Java
-client's murmur2 of the link id, so per-link order holds and other producers agree) and sends one
-batch per partition through an idempotent ``acks=all`` zstd producer, awaiting the acks before the
-next send: one round in flight at a time, so a failure is always attributable to its records.
+One background task takes what has accumulated, finishes and Avro-encodes each click (``encode``,
+rawclick.Finisher.encode: the per-click work the response path leaves for later), groups
+it by partition (the Java client's murmur2 of the link id, so per-link order holds and other
+producers agree) and sends one batch per partition through an idempotent ``acks=all`` zstd
+producer, awaiting the acks before the next send: one round in flight at a time, so a failure is
+always attributable to its records.
 
 When a send fails (no ack within ``request_timeout_ms`` + 1 s; aiokafka would retry an unreachable
 broker forever, so its queued batches are failed and the producer replaced by a fresh one, whose new
@@ -51,7 +53,7 @@ from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 from services.redirector import ontopic, rawclick
-from services.redirector.rawclick import RawClick
+from services.redirector.rawclick import Captured, RawClick
 from services.redirector.spool import Spool
 
 log = structlog.get_logger(__name__)
@@ -76,15 +78,18 @@ class ClickPublisher:
 
     def __init__(self, common: CommonSettings, spool: Spool, *, queue_max: int = 100_000,
                  batch_max: int = 2000, request_timeout_ms: int = 5000,
-                 producer_factory: Callable[..., AIOKafkaProducer] = make_producer) -> None:
+                 producer_factory: Callable[..., AIOKafkaProducer] = make_producer,
+                 encode: Callable[[Any], bytes] | None = None) -> None:
         self._common = common
         self._spool = spool
-        self._queue: collections.deque[tuple[bytes, RawClick]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, Captured | RawClick]] = collections.deque()
         self._queue_max = queue_max
         self._batch_max = batch_max
         self._topic = name(Topic.CLICKS_RAW, common.topic_prefix)
         header = codec_for(Topic.CLICKS_RAW, common.schema_registry_url).header
-        self._encode: Callable[[RawClick], bytes] = functools.partial(rawclick.encode, header)
+        # How a submitted click becomes the record value (rawclick.Finisher.encode for captured
+        # clicks); by default clicks are RawClicks already.
+        self._encode: Callable[[Any], bytes] = encode or functools.partial(rawclick.encode, header)
         self._header_len = len(header)
         # Per partition, the offset after our last acknowledged batch (or the end last verified):
         # anything of ours that may be on the topic unacknowledged is at or after it.
@@ -113,10 +118,10 @@ class ClickPublisher:
 
     # -- the response path -------------------------------------------------------------------
 
-    def submit(self, key: bytes, click: RawClick) -> None:
-        """Hand one raw click over for publishing; never blocks, never raises for a full queue."""
+    def submit(self, key: bytes, click: Captured | RawClick) -> None:
+        """Hand one click over for publishing; never blocks, never raises for a full queue."""
         if len(self._queue) >= self._queue_max:
-            # Encoding here costs ~10 us, only while the publisher is this far behind.
+            # Finishing and encoding here costs ~5 us, only while the publisher is this far behind.
             self.overflowed += 1
             self._spool.append(key, self._encode(click))
             return

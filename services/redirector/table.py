@@ -15,6 +15,14 @@ Limits ride in the record because they are common (10% of links expire); rarer f
 rules, preview texts, expired_url, non-UUID ids) live in a side dict only for links that have them.
 Interned pools are reference-counted, so upserts and deletes replayed from the compacted topic do
 not leak.
+
+Ready answers: most clicks go to plain links (no routing rules, no bot policy, no click cap), whose
+answer does not depend on the request. The redirector keeps the ready answer of such a link
+(:class:`Answer`: status, response headers, what the click record needs) in a bounded cache here, so
+a click on it skips decoding the record and `decide()`. Precomputing one for every link would cost
+~700 bytes a link (bench/link_memory.py); the cache holds at most ANSWERS_MAX (~11 MiB), evicting the
+oldest entry first (a hot link evicted comes back on its next click). Every upsert and remove drops the
+link's entry, so an answer never outlives the record it came from.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ _F_EXTRA: Final = 1 << 3
 _F_RAW_ID: Final = 1 << 4
 _F_LIMITS: Final = 1 << 5
 _F_TYPE_SHIFT: Final = 6
+ANSWERS_MAX: Final = 16_384
 
 
 class HotLink(NamedTuple):
@@ -60,6 +69,18 @@ class HotLink(NamedTuple):
     preview_title: str | None = None
     preview_description: str | None = None
     preview_image: str | None = None
+
+
+class Answer(NamedTuple):
+    """The redirect a plain link answers every request with, until `valid_until` (epoch ms, exclusive)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    location: str
+    key: bytes  # the link id, UTF-8: the click's partition key
+    link_id: str
+    workspace_id: str
+    valid_until: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +135,10 @@ class _Interner:
 class LinkTable:
     """All links of the redirector's domains, compact in memory, looked up by (domain, code)."""
 
-    __slots__ = ("_count", "_domains", "_extras", "_origins", "_tails", "_workspaces")
+    __slots__ = ("_answers", "_count", "_domains", "_extras", "_origins", "_tails", "_workspaces")
 
     def __init__(self) -> None:
+        self._answers: dict[tuple[str, str], Answer] = {}
         self._domains: dict[str, dict[str, bytes]] = {}
         self._extras: dict[tuple[str, str], _Extra] = {}
         self._workspaces = _Interner()
@@ -126,7 +148,7 @@ class LinkTable:
 
     def upsert(self, link: Link) -> None:
         """Insert or replace the link stored under (link.domain, link.code)."""
-        self.remove(link.domain, link.code)
+        self.remove(link.domain, link.code)  # drops its ready answer too
         full = apply_utm(link.destination, link)
         split = _origin_end(full)
         origin, rest = full[:split], full[split:]
@@ -178,6 +200,7 @@ class LinkTable:
 
     def remove(self, domain: str, code: str) -> bool:
         """Forget the link under (domain, code); True if there was one (a tombstone on the topic)."""
+        self._answers.pop((domain, code), None)
         codes = self._domains.get(domain)
         if codes is None:
             return False
@@ -243,6 +266,18 @@ class LinkTable:
                 extra.preview_image,
             ),
         )
+
+    @property
+    def answers(self) -> dict[tuple[str, str], Answer]:
+        """Ready answers by (domain, code): read it, add to it only through remember()."""
+        return self._answers
+
+    def remember(self, domain: str, code: str, answer: Answer) -> None:
+        """Keep the ready answer of the link now under (domain, code) until it changes or is evicted."""
+        answers = self._answers
+        if len(answers) >= ANSWERS_MAX and (domain, code) not in answers:
+            del answers[next(iter(answers))]  # the oldest entry: dicts keep insertion order
+        answers[(domain, code)] = answer
 
     def __len__(self) -> int:
         return self._count

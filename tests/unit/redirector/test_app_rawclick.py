@@ -10,7 +10,8 @@ from clickwire.codec import codec_for
 from clickwire.schemas import schema_json
 from clickwire.topics import Topic
 from services.redirector import rawclick
-from services.redirector.app import client_ip, normalize_host
+from services.redirector.app import normalize_host
+from services.redirector.rawclick import client_ip
 
 CODEC = codec_for(Topic.CLICKS_RAW)
 
@@ -68,3 +69,26 @@ def test_client_ip(peer: str, xff: str | None, fwd: str | None, want: str) -> No
 def test_normalize_host(raw: str, want: str | None) -> None:
     """Hosts are lower-cased without port or trailing dot; anything that is not a hostname is None."""
     assert normalize_host(raw) == want
+
+
+CAPTURED: list[rawclick.Captured] = [
+    ("id-1", 1_732_000_000_123, "L1", "ws_1", "go.example", "promo", "GET", "203.0.113.9:50123", "Mozilla/5.0",
+     "https://ref.example/é", "de-DE", "prefetch", '"Chromium";v="130"', "?0", '"Linux"', "qr=1&a=b", 302,
+     "https://example.com/landing?utm_source=news", None, None),
+    # Same millisecond and link, other request fields: the cached runs must not leak between clicks.
+    ("id-2", 1_732_000_000_123, "L1", "ws_1", "go.example", "promo", "HEAD", "[2001:db8::1]:443", "", None, None,
+     None, None, None, None, "", 302, "https://example.com/landing?utm_source=news", None, None),
+    ("id-3", 1_732_000_000_124, "", "", "go.example", "nope", "GET", "10.0.0.5:1", "x" * 300, None, None, None,
+     None, None, None, "qr=10", 404, None, "1.2.3.4", None),
+    ("id-4", 1_732_000_000_124, "L2", "ws_2", "b.example", "promo", "GET", "10.0.0.5:1", "ua", None, None, None,
+     None, None, None, "", 301, "https://b.example/", "1.2.3.4", None),
+]
+
+
+def test_finisher_encode_matches_finish_then_fastavro() -> None:
+    """Finisher.encode (cached runs, inlined nulls) writes exactly what fastavro writes for the finished click."""
+    finisher = rawclick.Finisher("host-1", TRUSTED, CODEC.header)
+    for captured in CAPTURED * 2:
+        finished = finisher(captured)
+        assert finisher.encode(captured) == CODEC.encode(rawclick.as_dict(finished))
+    assert finisher(CAPTURED[3])[7] == "1.2.3.4"  # behind a trusted proxy: the forwarded client
