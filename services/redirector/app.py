@@ -52,7 +52,6 @@ _HOST_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-[]:")
 # cleared when full so random Host headers cannot grow it).
 _HOSTS_MAX: Final = 1024
 
-REQUESTS = Counter("clickwire_redirector_requests_total", "Answers by status class", ["status"])
 REFUSED = Counter("clickwire_redirector_refused_total", "Requests refused as bad input", ["reason"])
 
 
