@@ -164,6 +164,7 @@ async def run_demo(*, rate: float, duration_s: float | None, receiver_port: int 
 
     env = {**os.environ, **{k: v for k, v in DEMO_ENV.items() if k not in os.environ}}
     stack = StackSettings.from_env(env)
+    env = stack.service_env(env)
     await up(stack, lambda m: console.print(f"[bold cyan]stack[/] {m}"))
     home = stack.common.home
     await orchestrate.up(home, env, progress=lambda m: console.print(f"[bold green]up[/] {m}"))

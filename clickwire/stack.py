@@ -56,6 +56,11 @@ class StackSettings:
             heap_mb=env.int("CLICKWIRE_STACK_KAFKA_HEAP_MB", 384, lo=128, hi=512),
         )
 
+    def service_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """``environ`` for the services this stack starts: they reach its broker even when only
+        CLICKWIRE_STACK_KAFKA_PORT was set (their own default bootstrap is port 9092)."""
+        return {**environ, "CLICKWIRE_KAFKA_BOOTSTRAP": self.common.bootstrap}
+
     @property
     def kafka_home(self) -> Path:
         """State of the local broker."""

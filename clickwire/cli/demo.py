@@ -25,7 +25,7 @@ def up_cmd() -> None:
 
     async def run() -> None:
         await up(stack, lambda m: console.print(f"[bold cyan]stack[/] {m}"))
-        await orchestrate.up(stack.common.home, dict(os.environ),
+        await orchestrate.up(stack.common.home, stack.service_env(os.environ),
                              progress=lambda m: console.print(f"[bold green]up[/] {m}"))
 
     asyncio.run(run())
