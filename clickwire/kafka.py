@@ -158,6 +158,12 @@ async def check_topics(settings: CommonSettings, topics: Iterable[Topic]) -> dic
     return found
 
 
+# How long a stream processor's producer keeps a record it could not deliver yet (aiokafka's batch
+# TTL is its request timeout): the Java client's delivery.timeout.ms default. A broker restart under
+# load takes longer than the 30 s default, and an expired batch would stop the processor.
+STREAM_DELIVERY_TIMEOUT_MS = 120_000
+
+
 def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, acks=all, zstd-compressed producer (not started)."""
     options: dict[str, Any] = {

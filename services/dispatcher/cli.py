@@ -11,7 +11,7 @@ import typer
 from clickwire import logs, service
 from clickwire.cli import app, one_line_errors
 from clickwire.errors import TopicsMissing
-from clickwire.kafka import check_topics, make_producer, wait_for_broker
+from clickwire.kafka import STREAM_DELIVERY_TIMEOUT_MS, check_topics, make_producer, wait_for_broker
 from clickwire.observability import HealthServer
 from clickwire.topics import Topic, name
 from services.dispatcher.settings import ROLES, DispatcherSettings
@@ -48,7 +48,8 @@ async def serve(settings: DispatcherSettings, role: str, stop: asyncio.Event,
     common = settings.common
     subs = Subscriptions(common)
     # Outbox records are on the click -> webhook path: a short linger (the enricher's too) instead of 5 ms.
-    producer = make_producer(common, linger_ms=2)
+    # Rides out a broker outage of up to STREAM_DELIVERY_TIMEOUT_MS instead of failing its writes.
+    producer = make_producer(common, linger_ms=2, request_timeout_ms=STREAM_DELIVERY_TIMEOUT_MS)
     transport = VettedTransport(
         allow_nets=settings.allow_nets, allowed_ports=settings.allowed_ports,
         connect_timeout_s=settings.connect_timeout_s, total_timeout_s=settings.total_timeout_s,
