@@ -6,7 +6,9 @@ a. bare loop: an aiokafka consumer copies N raw clicks (bytes, no decode) to ano
 b. the enricher (`clickwire enricher` subprocess) processes the same N clicks; throughput is counted
    on the output topic's end offsets from the first enriched record to the N-th;
 c. with the enricher caught up, clicks are produced at 1,000/s for a few seconds; latency is the
-   time from produce to the enriched record being read by a consumer here.
+   time from produce to the enriched record being read by a consumer here. The same is measured
+   first through a bare consume->produce copy (before the enricher starts): the floor of that
+   path on this broker, so `added_p99_ms` (the enricher's p99) can be read against it.
 
 Clicks use the external browser/crawler UA corpora of the enricher's tests (weighted by real share,
 ~5% bots), 2,000 client IPs and 500 links, so most user agents repeat as they do in real traffic.
@@ -122,11 +124,36 @@ async def _enricher_rate(common: CommonSettings, n: int, timeout_s: float) -> fl
         await consumer.stop()
 
 
-async def _latency(common: CommonSettings, rate: int, seconds: float) -> dict[str, float]:
-    """Produce `rate` clicks/s for `seconds`; return produce -> enriched-visible latency percentiles (ms)."""
-    enriched = codec_for(Topic.CLICKS_ENRICHED)
+async def _bare_copy(common: CommonSettings, src: str, dst: str, ready: asyncio.Event) -> None:
+    """Copy src -> dst from its current end (`ready` set once there) as records come, until cancelled."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=common.bootstrap, fetch_max_wait_ms=5, group_id=None,
+                                enable_auto_commit=False)
+    producer = make_producer(common, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    try:
+        consumer.assign([TopicPartition(src, p) for p in range(spec(Topic.CLICKS_RAW).partitions)])
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # resolves the seek now, so later records are all copied
+        ready.set()
+        while True:
+            batches = await consumer.getmany(timeout_ms=50)
+            futures = [await producer.send(dst, m.value, key=m.key) for msgs in batches.values() for m in msgs]
+            if futures:
+                await asyncio.gather(*futures)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _latency(common: CommonSettings, rate: int, seconds: float, out_topic: str | None = None,
+                   topic: Topic = Topic.CLICKS_ENRICHED) -> dict[str, float]:
+    """Produce `rate` clicks/s for `seconds`; return produce -> visible-on-`out_topic` latency
+    percentiles (ms); clicks.enriched by default, records decoded with `topic`'s codec."""
+    enriched = codec_for(topic)
     raw_codec = codec_for(Topic.CLICKS_RAW)
-    out_topic = name(Topic.CLICKS_ENRICHED, common.topic_prefix)
+    out_topic = out_topic or name(Topic.CLICKS_ENRICHED, common.topic_prefix)
     consumer = AIOKafkaConsumer(out_topic, bootstrap_servers=common.bootstrap, auto_offset_reset="latest",
                                 fetch_max_wait_ms=5, group_id=None)
     await consumer.start()
@@ -196,7 +223,17 @@ async def _run(report: dict[str, Any], n: int) -> None:
     proc: subprocess.Popen[bytes] | None = None
     home = Path(tempfile.mkdtemp(prefix="bench-enricher-"))
     try:
+        load_before = [round(x, 2) for x in os.getloadavg()]
         bare = await _bare_loop(common, raw_codec_topic(common), copy_topic, n)
+        ready = asyncio.Event()
+        copier = asyncio.create_task(_bare_copy(common, raw_codec_topic(common), copy_topic, ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+            bare_latency = await _latency(common, rate=1000, seconds=8, out_topic=copy_topic,
+                                          topic=Topic.CLICKS_RAW)
+        finally:
+            copier.cancel()
+            await asyncio.gather(copier, return_exceptions=True)
         env = {**os.environ, "CLICKWIRE_KAFKA_BOOTSTRAP": common.bootstrap, "CLICKWIRE_TOPIC_PREFIX":
                common.topic_prefix, "CLICKWIRE_HOME": str(home), "CLICKWIRE_METRICS_PORT": "0",
                "CLICKWIRE_LOG_LEVEL": "warning"}
@@ -206,7 +243,8 @@ async def _run(report: dict[str, Any], n: int) -> None:
         report["enricher"] = {
             "clicks": n, "bare_per_s": round(bare), "enricher_per_s": round(enricher),
             "ratio": round(enricher / bare, 3), "added_p99_ms": latency["p99_ms"],
-            "latency_at_1000_per_s": latency,
+            "latency_at_1000_per_s": latency, "bare_latency_at_1000_per_s": bare_latency,
+            "load_before": load_before,
         }
     finally:
         if proc is not None:

@@ -23,11 +23,17 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, settings
 
 from clickwire.settings import REPO_ROOT, CommonSettings
 
 TEST_HOME = Path(os.environ.get("CLICKWIRE_TEST_HOME", REPO_ROOT / ".clickwire" / "test"))
 TEST_KAFKA_PORT = int(os.environ.get("CLICKWIRE_TEST_KAFKA_PORT", "19092"))
+
+# Properties are about values, not speed: on a shared 2-core machine hypothesis's per-example deadline
+# and its "generation too slow" check failed runs that found no counterexample.
+settings.register_profile("clickwire", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("clickwire")
 
 
 def pytest_configure(config: pytest.Config) -> None:

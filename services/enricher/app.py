@@ -4,9 +4,10 @@ Faust owns the consumer side: group membership, rebalances, fetching (on its con
 offset tracking and commits. What it does per event (a task-spawning `wait_first` per message in
 the consumer's drain loop, a channel queue, the stream iterator, sensors) capped a byte-forwarding
 agent at ~3.5-9k events/s here, so clicks.raw skips it: `_Consumer._drain_messages` hands each
-fetched batch to :meth:`EnricherApp.handle_batch`, which enriches it and produces the records
-through one raw aiokafka producer (lz4, a few ms linger) without waiting; a small number of
-batches stay in flight while the next one is enriched.
+fetched batch to :meth:`EnricherApp.handle_batch`, which enriches each click with the spliced fast
+path (fastpath.py; ClickStream.process for whatever it refuses), appends the records to one
+record batch per output partition and hands those to one raw aiokafka producer (zstd, no linger)
+without waiting; a small number of batches stay in flight while the next one is enriched.
 
 Delivery is at-least-once (Faust's exactly-once mode has open bugs, see the brief). A message is
 acked to Faust's consumer only once (1) its enriched record is on the broker and (2) a links.stats
@@ -34,15 +35,18 @@ import faust
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TransportT
 from prometheus_client import Counter, Histogram
 
+from clickwire.avrobin import varint
 from clickwire.codec import codec_for
 from clickwire.deadletter import DeadLetters, InvalidMessage
-from clickwire.kafka import make_producer
+from clickwire.kafka import STREAM_DELIVERY_TIMEOUT_MS, make_producer
 from clickwire.topics import Topic, name, spec
+from services.enricher.avro import Unsupported, encode_link_stats
 from services.enricher.chain import Enricher
 from services.enricher.links import LinkIndex
 from services.enricher.settings import EnricherSettings
@@ -56,6 +60,8 @@ CLICKS = Counter("clickwire_enricher_clicks_total", "Clicks enriched and produce
 STATS_PUBLISHED = Counter("clickwire_enricher_link_stats_published_total", "link_stats records produced")
 BATCH = Histogram("clickwire_enricher_batch_size", "Messages per fetched batch",
                   buckets=(1, 5, 20, 50, 100, 250, 500, 1000, 2000))
+SLOW_PATH = Counter("clickwire_enricher_slow_path_total",
+                    "Clicks the spliced fast path left to decode -> enrich -> encode (fastpath.py)")
 LAG = Histogram("clickwire_enricher_click_age_seconds", "Click timestamp to enrichment",
                 buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60))
 SERVICE = "enricher"
@@ -93,9 +99,9 @@ class _Consumer(faust_aiokafka.Consumer):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 batch = await self._next_batch()
                 self.diag.unset_flag(CONSUMER_FETCHING)
-                if self._commit_every is not None and self._n_acked >= self._commit_every:
-                    self._n_acked = 0
-                    await self.commit()
+                # No inline commit every broker_commit_every acks (Faust's loop has one): it held
+                # fetching for a commit round trip; Faust's commit timer commits every
+                # CLICKWIRE_ENRICHER_COMMIT_INTERVAL anyway.
                 if batch:
                     for message in batch:
                         unacked.add(message)  # Faust's wait_empty() on revoke waits for our acks
@@ -192,6 +198,7 @@ class EnricherApp:
         self.counts = LinkCounts()
         self._producer: AIOKafkaProducer | None = None
         self._partition_of: Callable[[bytes], int] = lambda key: 0
+        self._stats_partition_of: Callable[[bytes], int] = lambda key: 0
         self._dead_producer: AIOKafkaProducer | None = None
         self._dead_letters: DeadLetters | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -213,15 +220,13 @@ class EnricherApp:
         """Start the enriched-click and dead-letter producers (call before the Faust worker starts)."""
         settings = self.settings
         compression = None if settings.compression == "none" else settings.compression
+        # Rides out a broker restart (STREAM_DELIVERY_TIMEOUT_MS) instead of failing the batches it holds.
         self._producer = make_producer(settings.common, linger_ms=settings.linger_ms,
-                                       compression_type=compression, max_batch_size=1024 * 1024)
+                                       compression_type=compression, max_batch_size=1024 * 1024,
+                                       request_timeout_ms=STREAM_DELIVERY_TIMEOUT_MS)
         await self._producer.start()
-        partitions = sorted(await self._producer.partitions_for(self.enriched_topic))
-        partitioner = DefaultPartitioner()
-        # aiokafka's own key -> partition choice, in pure Python per record; a few hundred thousand
-        # links repeat, so remember it (a partition count change needs a restart, as for Faust).
-        self._partition_of = lru_cache(maxsize=1 << 18)(
-            lambda key: int(partitioner(key, partitions, partitions)))
+        self._partition_of = _partitioner(sorted(await self._producer.partitions_for(self.enriched_topic)))
+        self._stats_partition_of = _partitioner(sorted(await self._producer.partitions_for(self.stats_topic)))
         self._dead_producer = make_producer(settings.common, linger_ms=0)
         await self._dead_producer.start()
         self._dead_letters = DeadLetters(settings.common, self._dead_producer, SERVICE)
@@ -251,43 +256,67 @@ class EnricherApp:
             return
         BATCH.observe(len(messages))
         now_ms = int(time.time() * 1000)
-        process, link_for, velocity, count = self.stream.process, self.links.get, self.velocity, self.counts.add
-        send, topic, partition_of = producer.send, self.enriched_topic, self._partition_of
+        enriched_ms = varint(now_ms)
+        fast, slow = self.stream.fast.process, self.stream.process
+        link_for, velocity, count = self.links.get, self.velocity, self.counts.add
+        topic, partition_of = self.enriched_topic, self._partition_of
+        # One record batch per output partition, built here rather than record by record through
+        # send(): a send() costs ~10 us and a future per record.
+        batches: dict[int, BatchBuilder] = {}
         futures: list[asyncio.Future[Any]] = []
         done: list[Message] = []
-        bots = 0
+        produced = bots = slowed = 0
         oldest_ts = now_ms / 1000
         for message in messages:
             partition = message.partition
-            src = Source(message.topic, partition, message.offset, message.key)
+            counts = velocity.of(partition)
             try:
-                out = process(message.value, src, link_for, velocity.of(partition).hit, now_ms=now_ms)
-            except InvalidMessage as bad:
-                await self._dead_letter(bad)
-                done.append(message)  # its dead letter is on the broker: nothing left to do for it
-                continue
-            futures.append(await send(topic, out.value, key=out.key, partition=partition_of(out.key)))
-            count(partition, out.link_id, out.is_bot)
-            bots += out.is_bot
+                key, value, link_id, is_bot = fast(message.value, link_for, counts.count, enriched_ms)
+            except Unsupported:
+                slowed += 1
+                src = Source(message.topic, partition, message.offset, message.key)
+                try:
+                    out = slow(message.value, src, link_for, counts.hit, now_ms=now_ms)
+                except InvalidMessage as bad:
+                    await self._dead_letter(bad)
+                    done.append(message)  # its dead letter is on the broker: nothing left to do for it
+                    continue
+                key, value, link_id, is_bot = out.key, out.value, out.link_id, out.is_bot
+            out_partition = partition_of(key)
+            batch = batches.get(out_partition)
+            if batch is None:
+                batch = batches[out_partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                futures.append(await producer.send_batch(batch, topic, partition=out_partition))
+                batch = batches[out_partition] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise RuntimeError(f"an enriched click of {len(value)} bytes exceeds the producer's batch size")
+            count(partition, link_id, is_bot)
+            produced += 1
+            bots += is_bot
             done.append(message)
             oldest_ts = min(oldest_ts, message.timestamp)
-        CLICKS.labels("human").inc(len(futures) - bots)
+        for out_partition, batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=out_partition))
+        CLICKS.labels("human").inc(produced - bots)
         CLICKS.labels("bot").inc(bots)
+        SLOW_PATH.inc(slowed)
         LAG.observe(max(0.0, now_ms / 1000 - oldest_ts))
-        task = asyncio.create_task(self._await_delivery(futures, done))
+        task = asyncio.create_task(self._await_delivery(futures, done, produced))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _await_delivery(self, futures: list[asyncio.Future[Any]], messages: list[Message]) -> None:
+    async def _await_delivery(self, futures: list[asyncio.Future[Any]], messages: list[Message],
+                              produced: int) -> None:
         try:
             if futures:
                 await asyncio.gather(*futures)
         except Exception as exc:
             # Not acked: Faust cannot commit past these offsets, a restart replays them.
             self.delivery_failed = True
-            log.error("enriched clicks not delivered", clicks=len(futures), error=f"{type(exc).__name__}: {exc}")
+            log.error("enriched clicks not delivered", clicks=produced, error=f"{type(exc).__name__}: {exc}")
         else:
-            self.enriched += len(futures)
+            self.enriched += produced
             self._delivered.extend(messages)
         finally:
             self._slots.release()
@@ -307,10 +336,8 @@ class EnricherApp:
             # Taken before the counts: every delivered message was counted before it got here.
             ready, self._delivered = self._delivered, []
             changed = self.counts.take_dirty()
-            now_ms = int(time.time() * 1000)
-            sent = [await producer.send(self.stats_topic, self._stats_codec.encode(
-                link_stats_record(link_id, counts, now_ms)), key=link_id.encode()) for link_id, counts in changed]
             try:
+                sent = await self._send_stats(producer, changed, int(time.time() * 1000))
                 if sent:
                     await asyncio.gather(*sent)
             except Exception as exc:  # retried on the next tick, acks with it
@@ -318,10 +345,35 @@ class EnricherApp:
                 self._delivered[:0] = ready
                 log.warning("link stats not published", links=len(changed), error=type(exc).__name__)
                 return
-            STATS_PUBLISHED.inc(len(sent))
+            STATS_PUBLISHED.inc(len(changed))
             ack = self.app.consumer.ack
             for message in ready:
                 ack(message)
+
+    async def _send_stats(self, producer: AIOKafkaProducer, changed: list[tuple[str, tuple[int, int]]],
+                          now_ms: int) -> list[asyncio.Future[Any]]:
+        # Hand-encoded and batched per partition: publishing ~500 links through fastavro and
+        # send() held the event loop, and so every click, for ~15 ms once a second.
+        header = self._stats_codec.header
+        batches: dict[int, BatchBuilder] = {}
+        sent: list[asyncio.Future[Any]] = []
+        for link_id, (human, bot) in changed:
+            key = link_id.encode()
+            try:
+                value = encode_link_stats(header, link_id, human, bot, now_ms)
+            except Unsupported:
+                value = self._stats_codec.encode(link_stats_record(link_id, (human, bot), now_ms))
+            partition = self._stats_partition_of(key)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                sent.append(await producer.send_batch(batch, self.stats_topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # one record always fits
+        for partition, batch in batches.items():
+            sent.append(await producer.send_batch(batch, self.stats_topic, partition=partition))
+        return sent
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         revoked: set[TP] = args[0]
@@ -341,6 +393,13 @@ class EnricherApp:
         if _partitions_of(self.raw_topic, assigned):
             self.counts.rebase(await read_totals(self.settings.common))
         self._stats_ready.set()
+
+
+def _partitioner(partitions: list[int]) -> Callable[[bytes], int]:
+    # aiokafka's own key -> partition choice, in pure Python per record; a few hundred thousand
+    # links repeat, so remember it (a partition count change needs a restart, as for Faust).
+    partitioner = DefaultPartitioner()
+    return lru_cache(maxsize=1 << 18)(lambda key: int(partitioner(key, partitions, partitions)))
 
 
 def _partitions_of(topic: str, tps: Iterable[TP]) -> set[int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from clickwire.avrobin import SMALL as _SMALL
@@ -116,6 +116,96 @@ def decode_raw(buf: bytes, pos: int) -> dict[str, Any]:
     return out
 
 
+# scan_raw() is written for this field order; a schema change fails here, not with wrong bytes.
+RAW_FIELDS: Final = (
+    "click_id", "ts_ms", "link_id", "workspace_id", "domain", "code", "method", "client_ip", "user_agent",
+    "referer", "accept_language", "purpose", "ch_ua", "ch_ua_mobile", "ch_ua_platform", "query", "qr", "status",
+    "destination", "redirector_id",
+)
+if tuple(name for name, _ in RAW_LAYOUT) != RAW_FIELDS:
+    raise NotImplementedError("raw_click.avsc changed: update scan_raw() in services/enricher/avro.py")
+
+
+def scan_raw(buf: bytes, pos: int) -> tuple[Any, ...]:
+    """The raw_click body at buf[pos], undecoded: its 20 values in RAW_FIELDS order (strings as bytes,
+    null as None), then where workspace_id, domain, client_ip and user_agent start. Unsupported
+    unless the body is exactly one record in canonical encoding, so copying its bytes equals
+    re-encoding its values; the caller checks UTF-8."""
+    # Written out field by field: a loop over RAW_LAYOUT (as decode_raw) costs twice as much.
+    try:
+        click_id, pos = _str(buf, pos)
+        ts_ms, pos = _long(buf, pos)
+        link_id, pos = _str(buf, pos)
+        at_workspace = pos
+        workspace_id, pos = _str(buf, pos)
+        at_domain = pos
+        domain, pos = _str(buf, pos)
+        code, pos = _str(buf, pos)
+        method, pos = _str(buf, pos)
+        at_client_ip = pos
+        client_ip, pos = _str(buf, pos)
+        at_user_agent = pos
+        user_agent, pos = _str(buf, pos)
+        referer, pos = _nullable(buf, pos)
+        accept_language, pos = _nullable(buf, pos)
+        purpose, pos = _nullable(buf, pos)
+        ch_ua, pos = _nullable(buf, pos)
+        ch_ua_mobile, pos = _nullable(buf, pos)
+        ch_ua_platform, pos = _nullable(buf, pos)
+        query, pos = _str(buf, pos)
+        qr = buf[pos]
+        if qr > 1:
+            raise Unsupported(f"boolean byte {qr} in qr")
+        status, pos = _long(buf, pos + 1)
+        if not _INT_MIN <= status <= _INT_MAX:
+            raise Unsupported("status out of the int range")
+        destination, pos = _nullable(buf, pos)
+        redirector_id, pos = _str(buf, pos)
+    except IndexError as exc:
+        raise Unsupported(str(exc)) from exc
+    if pos != len(buf):  # also catches a last length that ran past the end
+        raise Unsupported("the record does not end where the payload does")
+    return (click_id, ts_ms, link_id, workspace_id, domain, code, method, client_ip, user_agent, referer,
+            accept_language, purpose, ch_ua, ch_ua_mobile, ch_ua_platform, query, qr == 1, status, destination,
+            redirector_id, at_workspace, at_domain, at_client_ip, at_user_agent)
+
+
+def _str(buf: bytes, pos: int) -> tuple[bytes, int]:
+    # A length past the end shows as an IndexError on the next read or as the end check.
+    b = buf[pos]
+    if not b & 0x81:  # one-byte, non-negative length: most strings
+        end = pos + 1 + (b >> 1)
+        return buf[pos + 1:end], end
+    n, pos = _read_canonical(buf, pos)
+    if n < 0:
+        raise Unsupported("negative string length")
+    return buf[pos:pos + n], pos + n
+
+
+def _nullable(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    branch = buf[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch != 2:
+        raise Unsupported(f"union branch {branch}")
+    return _str(buf, pos + 1)
+
+
+def _long(buf: bytes, pos: int) -> tuple[int, int]:
+    n, pos = _read_canonical(buf, pos)
+    if not _LONG_MIN <= n <= _LONG_MAX:
+        raise Unsupported("long out of range")
+    return n, pos
+
+
+def _read_canonical(buf: bytes, pos: int) -> tuple[int, int]:
+    # A varint with a trailing zero byte decodes fine but is not what an encoder writes.
+    n, end = _read_long(buf, pos)
+    if end - pos > 1 and buf[end - 1] == 0:
+        raise Unsupported("non-canonical varint")
+    return n, end
+
+
 def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
     b = buf[pos]
     pos += 1
@@ -203,4 +293,30 @@ def encode_enriched(header: bytes, r: Mapping[str, Any]) -> bytes:
         ))
     except (KeyError, TypeError, AttributeError, UnicodeEncodeError) as exc:
         # KeyError: a key missing or a non-bool boolean; the others: a value of the wrong type.
+        raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
+
+
+_ENCODE_KIND: Final[dict[int, Callable[[Any], bytes]]] = {
+    S: _s, L: _l, INT: _i, B: _BOOL.__getitem__, OS: _os, OL: _ol, OD: _od, AS: _as,
+}
+_ENRICHED_KIND: Final = dict(ENRICHED_LAYOUT)
+
+
+def encode_fields(r: Mapping[str, Any], names: Sequence[str]) -> bytes:
+    """The Avro bytes of some enriched_click fields of `r` in the order given (one run of the body
+    when `names` are consecutive in ENRICHED_FIELDS); Unsupported when fastavro must decide."""
+    try:
+        return b"".join([_ENCODE_KIND[_ENRICHED_KIND[name]](r[name]) for name in names])
+    except (KeyError, TypeError, AttributeError, UnicodeEncodeError) as exc:
+        raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
+
+
+LINK_STATS_LAYOUT: Final = layout(schema_json("link_stats"))
+
+
+def encode_link_stats(header: bytes, link_id: str, human_clicks: int, bot_clicks: int, updated_ms: int) -> bytes:
+    """`header` + the link_stats Avro body; Unsupported when fastavro must decide."""
+    try:
+        return b"".join((header, _s(link_id), _l(human_clicks), _l(bot_clicks), _l(updated_ms)))
+    except (TypeError, AttributeError, UnicodeEncodeError) as exc:
         raise Unsupported(f"{type(exc).__name__}: {exc}") from exc

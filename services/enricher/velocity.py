@@ -33,14 +33,18 @@ class LocalVelocity:
 
     def hit(self, raw: Mapping[str, Any]) -> int:
         """Count one click and return the clicks of its (IP, link) in its window, itself included."""
-        window = int(raw["ts_ms"]) // self._window_ms
+        return self.count(velocity_key(raw), int(raw["ts_ms"]))
+
+    def count(self, key: str, ts_ms: int) -> int:
+        """hit() for a click given as its velocity_key() and timestamp."""
+        window = ts_ms // self._window_ms
         if window > self._newest_window:
             # Windows older than the previous one can no longer be hit by in-order input: drop them.
             self._counts = {k: v for k, v in self._counts.items() if k[1] >= window - 1}
             self._newest_window = window
-        key = (velocity_key(raw), window)
-        count = self._counts.get(key, 0) + 1
-        self._counts[key] = count
+        key_window = (key, window)
+        count = self._counts.get(key_window, 0) + 1
+        self._counts[key_window] = count
         return count
 
 

@@ -92,6 +92,8 @@ async def test_clicks_are_enriched_joined_and_counted_while_poison_goes_to_dead_
     assert health.status_code == 200, health.text
     assert health.json()["enriched"] >= 27
     assert 'clickwire_enricher_clicks_total{kind="bot"} 1.0' in metrics.text
+    # every valid click took the spliced fast path; only the poison record fell back
+    assert "clickwire_enricher_slow_path_total 1.0" in metrics.text
 
 
 async def test_sigterm_stops_the_worker_cleanly(topics: CommonSettings, enricher_proc: EnricherProcess) -> None:

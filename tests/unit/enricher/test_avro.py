@@ -9,7 +9,16 @@ import pytest
 from clickwire.codec import SINGLE_OBJECT_MARKER, codec_for
 from clickwire.schemas import schema_json
 from clickwire.topics import Topic
-from services.enricher.avro import ENRICHED_FIELDS, Unsupported, decode_raw, encode_enriched
+from services.enricher.avro import (
+    ENRICHED_FIELDS,
+    LINK_STATS_LAYOUT,
+    L,
+    S,
+    Unsupported,
+    decode_raw,
+    encode_enriched,
+    encode_link_stats,
+)
 from services.enricher.chain import Enricher, LinkInfo
 from services.enricher.stream import ClickStream, Source
 from tests.unit.enricher.conftest import load_bot_uas, load_browser_rows, raw_click
@@ -103,3 +112,19 @@ def test_field_order_matches_the_schema() -> None:
     schema = schema_json("enriched_click")
     assert isinstance(schema, dict)
     assert tuple(f["name"] for f in schema["fields"]) == ENRICHED_FIELDS
+
+
+@pytest.mark.parametrize(("link_id", "human", "bot", "updated_ms"), [
+    ("lnk_1", 0, 0, 0), ("l" * 200, 2**40, 63, 1_700_000_000_000), ("日本", 64, 2**63 - 1, -1),
+])
+def test_link_stats_encoding_is_byte_identical_to_fastavro(link_id: str, human: int, bot: int,
+                                                           updated_ms: int) -> None:
+    """links.stats records written by hand are fastavro's bytes, header included."""
+    codec = codec_for(Topic.LINK_STATS)
+    record = {"link_id": link_id, "human_clicks": human, "bot_clicks": bot, "updated_ms": updated_ms}
+    assert encode_link_stats(codec.header, link_id, human, bot, updated_ms) == codec.encode(record)
+
+
+def test_link_stats_layout_is_what_the_encoder_writes() -> None:
+    """encode_link_stats writes link_stats.avsc's fields in its order."""
+    assert LINK_STATS_LAYOUT == (("link_id", S), ("human_clicks", L), ("bot_clicks", L), ("updated_ms", L))

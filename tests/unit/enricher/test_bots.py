@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.enricher.bots import DATA_DIR, load_agents, load_networks
+from services.enricher.bots import DATA_DIR, _lowered, load_agents, load_networks
 from services.enricher.chain import Enricher, LinkInfo
 from tests.unit.enricher.conftest import load_bot_uas, load_browser_rows, raw_click
 
@@ -175,3 +175,27 @@ def test_agent_with_unknown_kind_is_rejected(tmp_path: Path) -> None:
     path.write_text('[[agent]]\nname = "x"\nkind = "robot"\npattern = "x"\nsource = "s"\n')
     with pytest.raises(ValueError, match="unknown kind"):
         load_agents(path)
+
+
+def test_lowered_agent_patterns_match_exactly_like_the_case_insensitive_ones() -> None:
+    """Every curated agent finds the same user agents, in both corpora, lower-cased or not."""
+    agents = load_agents(DATA_DIR / "bots.toml")
+    uas = [r["ua"] for r in load_browser_rows("browser_user_agents_sample.jsonl")]
+    uas += load_bot_uas("crawler_user_agents_sample.txt") + [a.name for a in agents] + ["SLACKBOT 1.0", "wHaTsApp/2"]
+    lowered = [(agent, agent.lowered) for agent in agents]
+    assert sum(fast is not None for _, fast in lowered) > len(agents) * 0.9
+    hits = 0
+    for ua in uas:
+        for agent, fast in lowered:
+            if fast is not None:
+                assert bool(fast.search(ua.lower())) == bool(agent.pattern.search(ua)), (agent.name, ua)
+                hits += bool(agent.pattern.search(ua))
+    assert hits > 50
+
+
+def test_patterns_whose_meaning_changes_with_case_are_not_lowered() -> None:
+    """Character classes and upper-case escapes keep the case-insensitive pattern."""
+    assert _lowered(r"Foo\Sbar") is None
+    assert _lowered("[A-Z]bot") is None
+    assert _lowered("Straße") is None
+    assert _lowered(r"Foo\.bar|(?!.*Safari)") is not None
