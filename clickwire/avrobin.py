@@ -1,4 +1,4 @@
-"""Avro binary primitives for the hand-written hot-path codecs (redirector and enricher).
+"""Avro binary primitives for the hand-written hot-path codecs (redirector, enricher, dispatcher).
 
 Both codecs are checked byte for byte against fastavro in their tests; this module only holds
 the pieces they share.
@@ -7,6 +7,11 @@ the pieces they share.
 from __future__ import annotations
 
 from typing import Final
+
+
+class Unsupported(ValueError):
+    """The fast path cannot decode/encode this exactly; the caller falls back to fastavro."""
+
 
 # Zigzag varints of small non-negative ints (string lengths, status codes), precomputed.
 SMALL: Final = tuple(bytes([2 * n]) for n in range(64))
@@ -30,3 +35,19 @@ def string(value: str) -> bytes:
     data = value.encode()
     n = len(data)
     return (SMALL[n] if n < 64 else varint(n)) + data
+
+
+def read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode the zigzag varint at ``pos``; return it and the position after it."""
+    b = buf[pos]
+    pos += 1
+    n = b & 0x7F
+    shift = 7
+    while b & 0x80:
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if shift > 70:
+            raise Unsupported("varint longer than 10 bytes")
+    return (n >> 1) ^ -(n & 1), pos

@@ -18,6 +18,8 @@ import struct
 from typing import Any, Final
 
 from clickwire.avrobin import SMALL as _SMALL
+from clickwire.avrobin import Unsupported as Unsupported  # re-exported: callers catch it from here
+from clickwire.avrobin import read_long
 from clickwire.avrobin import string as _s
 from clickwire.avrobin import varint as _varint
 from clickwire.codec import SINGLE_OBJECT_MARKER, AvroCodec
@@ -40,10 +42,6 @@ ATTEMPT_FIELDS: Final = (
 )
 
 
-class Unsupported(ValueError):
-    """The fast path cannot decode/encode this exactly; the caller falls back to fastavro."""
-
-
 def _check(schema: SchemaJSON, expected: tuple[tuple[str, Any], ...]) -> None:
     assert isinstance(schema, dict)
     found = tuple((f["name"], f["type"]) for f in schema["fields"])
@@ -61,21 +59,6 @@ def fast_header(codec: AvroCodec) -> bytes | None:
     return header if header.startswith(SINGLE_OBJECT_MARKER) else None
 
 
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    pos += 1
-    n = b & 0x7F
-    shift = 7
-    while b & 0x80:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if shift > 70:
-            raise Unsupported("varint longer than 10 bytes")
-    return (n >> 1) ^ -(n & 1), pos
-
-
 def _bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
     b = buf[pos]
     if b < 0x80:  # a length below 64: one byte
@@ -83,7 +66,7 @@ def _bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
             raise Unsupported("negative length")
         n, pos = b >> 1, pos + 1
     else:
-        n, pos = _long(buf, pos)
+        n, pos = read_long(buf, pos)
         if n < 0:
             raise Unsupported("negative length")
     end = pos + n
@@ -100,10 +83,10 @@ def decode_delivery(header: bytes, payload: bytes) -> dict[str, Any]:
         event_id, pos = _bytes(payload, len(header))
         subscription_id, pos = _bytes(payload, pos)
         event_type, pos = _bytes(payload, pos)
-        created_ms, pos = _long(payload, pos)
+        created_ms, pos = read_long(payload, pos)
         body, pos = _bytes(payload, pos)
-        attempt, pos = _long(payload, pos)
-        not_before_ms, pos = _long(payload, pos)
+        attempt, pos = read_long(payload, pos)
+        not_before_ms, pos = read_long(payload, pos)
         record = {
             "event_id": event_id.decode(), "subscription_id": subscription_id.decode(),
             "event_type": event_type.decode(), "created_ms": created_ms, "body": body, "attempt": attempt,

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from clickwire.avrobin import SMALL as _SMALL
+from clickwire.avrobin import Unsupported as Unsupported  # re-exported: callers catch it from here
+from clickwire.avrobin import read_long
 from clickwire.avrobin import string as _s
 from clickwire.avrobin import varint as _varint
 from clickwire.schemas import SchemaJSON, schema_json
@@ -34,10 +36,6 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _DOUBLE = struct.Struct("<d")
 # Zigzag varints of 0..63 are one byte: every string length and most small numbers here.
-
-
-class Unsupported(ValueError):
-    """The fast path cannot decode/encode this exactly; the caller falls back to fastavro."""
 
 
 def _kind(avro_type: Any) -> int:
@@ -93,7 +91,7 @@ def decode_raw(buf: bytes, pos: int) -> dict[str, Any]:
                     n = b >> 1
                     pos += 1
                 else:
-                    n, pos = _read_long(buf, pos)
+                    n, pos = read_long(buf, pos)
                     if n < 0:
                         raise Unsupported(f"negative length in {name}")
                 end = pos + n
@@ -108,7 +106,7 @@ def decode_raw(buf: bytes, pos: int) -> dict[str, Any]:
                 out[name] = b == 1
                 pos += 1
             else:
-                out[name], pos = _read_long(buf, pos)
+                out[name], pos = read_long(buf, pos)
     except (IndexError, UnicodeDecodeError) as exc:
         raise Unsupported(str(exc)) from exc
     if pos != end_of_buf:
@@ -200,25 +198,10 @@ def _long(buf: bytes, pos: int) -> tuple[int, int]:
 
 def _read_canonical(buf: bytes, pos: int) -> tuple[int, int]:
     # A varint with a trailing zero byte decodes fine but is not what an encoder writes.
-    n, end = _read_long(buf, pos)
+    n, end = read_long(buf, pos)
     if end - pos > 1 and buf[end - 1] == 0:
         raise Unsupported("non-canonical varint")
     return n, end
-
-
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    pos += 1
-    n = b & 0x7F
-    shift = 7
-    while b & 0x80:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if shift > 70:
-            raise Unsupported("varint longer than 10 bytes")
-    return (n >> 1) ^ -(n & 1), pos
 
 
 def _os(value: str | None) -> bytes:
