@@ -13,6 +13,9 @@ class Unsupported(ValueError):
     """The fast path cannot decode/encode this exactly; the caller falls back to fastavro."""
 
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+
 # Zigzag varints of small non-negative ints (string lengths, status codes), precomputed.
 SMALL: Final = tuple(bytes([2 * n]) for n in range(64))
 
@@ -51,3 +54,22 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
         if shift > 70:
             raise Unsupported("varint longer than 10 bytes")
     return (n >> 1) ^ -(n & 1), pos
+
+
+def checked_long(value: object) -> bytes:
+    """An Avro long, refusing (Unsupported) what fastavro would write differently or refuse."""
+    if type(value) is not int or not LONG_MIN <= value <= LONG_MAX:
+        raise Unsupported("not an int in the long range")
+    return varint(value)
+
+
+def checked_int(value: object) -> bytes:
+    """An Avro int, refusing (Unsupported) what is not an int in the int range."""
+    if type(value) is not int or not INT_MIN <= value <= INT_MAX:
+        raise Unsupported("not an int in the int range")
+    return varint(value)
+
+
+def optional_string(value: str | None) -> bytes:
+    """An Avro ["null", "string"] union value."""
+    return b"\x00" if value is None else b"\x02" + string(value)

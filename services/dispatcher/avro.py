@@ -17,16 +17,17 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-from clickwire.avrobin import SMALL as _SMALL
+from clickwire.avrobin import INT_MAX as _INT_MAX
+from clickwire.avrobin import INT_MIN as _INT_MIN
 from clickwire.avrobin import Unsupported as Unsupported  # re-exported: callers catch it from here
+from clickwire.avrobin import checked_int as _i
+from clickwire.avrobin import checked_long as _l
+from clickwire.avrobin import optional_string as _os
 from clickwire.avrobin import read_long
 from clickwire.avrobin import string as _s
-from clickwire.avrobin import varint as _varint
 from clickwire.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from clickwire.schemas import SchemaJSON, schema_json
 
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _DOUBLE = struct.Struct("<d")
 _MS = {"type": "long", "logicalType": "timestamp-millis"}
 
@@ -101,20 +102,7 @@ def decode_delivery(header: bytes, payload: bytes) -> dict[str, Any]:
     return record
 
 
-def _l(value: object) -> bytes:
-    if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
-        raise Unsupported("not an int in the long range")
-    return _varint(value)
 
-
-def _i(value: object) -> bytes:
-    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
-        raise Unsupported("not an int in the int range")
-    return _SMALL[value] if 0 <= value < 64 else _varint(value)
-
-
-def _os(value: str | None) -> bytes:
-    return b"\x00" if value is None else b"\x02" + _s(value)
 
 
 def encode_attempt(header: bytes, event_id: str, subscription_id: str, attempt: int, ts_ms: int, status: int,

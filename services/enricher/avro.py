@@ -19,8 +19,15 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from clickwire.avrobin import INT_MAX as _INT_MAX
+from clickwire.avrobin import INT_MIN as _INT_MIN
+from clickwire.avrobin import LONG_MAX as _LONG_MAX
+from clickwire.avrobin import LONG_MIN as _LONG_MIN
 from clickwire.avrobin import SMALL as _SMALL
 from clickwire.avrobin import Unsupported as Unsupported  # re-exported: callers catch it from here
+from clickwire.avrobin import checked_int as _i
+from clickwire.avrobin import checked_long as _l
+from clickwire.avrobin import optional_string as _os
 from clickwire.avrobin import read_long
 from clickwire.avrobin import string as _s
 from clickwire.avrobin import varint as _varint
@@ -32,8 +39,6 @@ _KINDS: Final[dict[str, int]] = {
     '"string"': S, '"long"': L, '"int"': INT, '"boolean"': B, '["null", "string"]': OS,
     '["null", "long"]': OL, '["null", "double"]': OD, '{"type": "array", "items": "string"}': AS,
 }
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _DOUBLE = struct.Struct("<d")
 # Zigzag varints of 0..63 are one byte: every string length and most small numbers here.
 
@@ -204,20 +209,7 @@ def _read_canonical(buf: bytes, pos: int) -> tuple[int, int]:
     return n, end
 
 
-def _os(value: str | None) -> bytes:
-    return b"\x00" if value is None else b"\x02" + _s(value)
 
-
-def _l(value: int) -> bytes:
-    if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
-        raise Unsupported("not an int in the long range")
-    return _varint(value)
-
-
-def _i(value: int) -> bytes:
-    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
-        raise Unsupported("not an int in the int range")
-    return _varint(value)
 
 
 def _ol(value: int | None) -> bytes:
