@@ -17,7 +17,12 @@ Patterns (``pattern=``), for the derived events (docs/webhooks.md, "Derived even
 | steady | the mix above at a constant rate (no spike, no alert) |
 | spike | steady for 60% of the duration, then 4x the rate of humans from one country (``country``, default FR) |
 | bot-burst | steady for 60%, then 4x the rate of bots, email scanners and one hammering IP on the first link |
+| failing-destination | no clicks: a site on 127.0.0.1 (``FailingDestination``), 200 then 503 |
 
+Click patterns send clicks; ``failing-destination`` plays the other side of a link: point a link at
+it and the patterns service's checks report ``link.destination_failing`` once its healthy time is up
+(the checker must be allowed to reach loopback: ``CLICKWIRE_WEBHOOK_ALLOW_NETS=127.0.0.1/32``, for
+development only).
 Client addresses are sent in ``X-Forwarded-For``: run the redirector with
 ``CLICKWIRE_REDIRECTOR_TRUSTED_PROXIES=127.0.0.1/32`` so it believes them (the demo does).
 Addresses are picked with geoip2fast so their country and network are real.
@@ -33,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiohttp import web
 
 HUMAN_UAS = (
     ("desktop", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -78,7 +84,8 @@ LANGS = {"US": "en-US,en;q=0.9", "DE": "de-DE,de;q=0.9,en;q=0.8", "GB": "en-GB,e
          "FR": "fr-FR,fr;q=0.9", "BR": "pt-BR,pt;q=0.9", "IN": "en-IN,hi;q=0.8", "JP": "ja-JP,ja;q=0.9",
          "CA": "en-CA,fr-CA;q=0.8", "ES": "es-ES,es;q=0.9", "NL": "nl-NL,nl;q=0.9", "AU": "en-AU,en;q=0.9"}
 DEFAULT_MIX = {"human": 0.80, "link_preview": 0.05, "email_scanner": 0.05, "crawler": 0.05, "hammer": 0.05}
-PATTERNS = ("steady", "spike", "bot-burst")
+PATTERNS = ("steady", "spike", "bot-burst")  # click patterns; FAILING_DESTINATION is a site, not clicks
+FAILING_DESTINATION = "failing-destination"
 BURST_MIX = {"hammer": 0.4, "email_scanner": 0.3, "crawler": 0.2, "link_preview": 0.1}
 BURST_AFTER = 0.6  # share of the duration sent steady before the spike or burst
 BURST_SPEEDUP = 4.0
@@ -241,3 +248,37 @@ async def simulate(base_url: str, targets: Sequence[Target], *, rate: float, dur
             await queue.put(None)
         await asyncio.gather(*workers)
     return stats
+
+
+class FailingDestination:
+    """A destination site that is healthy for ``healthy_s`` seconds, then answers 503 to everything."""
+
+    def __init__(self, healthy_s: float) -> None:
+        self.healthy_s = healthy_s
+        self.started = time.monotonic()
+        self.answers: Counter[int] = Counter()
+
+    @property
+    def failing(self) -> bool:
+        """Whether the healthy time is over."""
+        return time.monotonic() - self.started >= self.healthy_s
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        status = 503 if self.failing else 200
+        self.answers[status] += 1
+        body = "" if request.method == "HEAD" else ("down for maintenance" if status == 503 else "<title>ok</title>")
+        return web.Response(status=status, text=body, content_type="text/html")
+
+    def app(self) -> web.Application:
+        """Every path, GET and HEAD."""
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", self._answer)
+        return application
+
+    async def serve(self, host: str, port: int) -> web.AppRunner:
+        """Listen on host:port (0 picks a free port; read it from the runner); the clock starts now."""
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self.started = time.monotonic()
+        return runner

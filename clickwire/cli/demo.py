@@ -57,17 +57,25 @@ def demo_cmd(
 @app.command("simulate")
 @one_line_errors
 def simulate_cmd(
-    links: list[str] = typer.Argument(..., help="Links to click as domain/code."),
+    links: list[str] = typer.Argument(None, help="Links to click as domain/code (not for failing-destination)."),
     url: str = typer.Option("http://127.0.0.1:8080", help="The redirector's base URL."),
     rate: float = typer.Option(100.0, help="Clicks per second."),
     duration: float = typer.Option(10.0, help="Seconds."),
     country: str | None = typer.Option(None, help="Send every human click from this country (a spike)."),
     seed: int = typer.Option(7, help="Random seed (same seed, same traffic)."),
-    pattern: str = typer.Option("steady", help="steady, spike (one country, --country) or bot-burst."),
+    pattern: str = typer.Option("steady", help="steady, spike (one country, --country), bot-burst, or "
+                                "failing-destination (a site on 127.0.0.1:--port, 200 then 503)."),
+    port: int = typer.Option(9300, help="failing-destination: the port to serve on."),
+    healthy: float = typer.Option(5.0, help="failing-destination: seconds of 200 before it answers 503."),
 ) -> None:
     """Send realistic click traffic (humans, link previews, email scanners, crawlers, one hammering IP)."""
-    from clickwire.simulate import Target, simulate
+    from clickwire.simulate import FAILING_DESTINATION, Target, simulate
 
+    if pattern == FAILING_DESTINATION:
+        asyncio.run(_failing_destination(port, healthy, duration))
+        return
+    if not links:
+        raise typer.BadParameter("name at least one link as domain/code", param_hint="LINKS")
     targets = []
     for item in links:
         domain, _, code = item.partition("/")
@@ -78,6 +86,21 @@ def simulate_cmd(
                                     pattern=pattern))
     print(f"sent {stats.sent} redirected {stats.redirected} errors {stats.errors} "
           f"by status {dict(stats.by_status)} by kind {dict(stats.by_kind)}")
+
+
+async def _failing_destination(port: int, healthy_s: float, duration_s: float) -> None:
+    from clickwire.simulate import FailingDestination
+
+    site = FailingDestination(healthy_s)
+    runner = await site.serve("127.0.0.1", port)
+    print(f"destination http://127.0.0.1:{port}/ answers 200 for {healthy_s:g} s, then 503, "
+          f"for {duration_s:g} s in all; point a link at it (the checker needs "
+          f"CLICKWIRE_WEBHOOK_ALLOW_NETS=127.0.0.1/32)", flush=True)
+    try:
+        await asyncio.sleep(duration_s)  # the site's lifetime is what the user asked for
+    finally:
+        await runner.cleanup()
+    print(f"answered {dict(site.answers)}")
 
 
 @app.command("receiver")
