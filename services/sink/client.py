@@ -40,8 +40,16 @@ class SqlClient:
         await self.close()
 
     async def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Rows of a read-only query as dicts; `{name:Type}` placeholders bind `params`."""
-        return (await self.query_full(sql, params))["data"]  # type: ignore[no-any-return]
+        """Rows of a read-only query as dicts; `{name:Type}` placeholders bind `params`.
+
+        Every row or QueryError: /sql answers at most its row limit and flags the rest as
+        truncated, and a silent prefix reads as a wrong answer (query_full() has the flag).
+        """
+        answer = await self.query_full(sql, params)
+        if answer.get("truncated"):
+            raise QueryError(f"the answer has more than {answer['rows']:,} rows, the limit of {self.url}/sql: "
+                             "narrow the query or page through it (ORDER BY ... LIMIT)")
+        return answer["data"]  # type: ignore[no-any-return]
 
     async def query_readonly(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """The same as query(): everything through /sql is read-only."""

@@ -74,6 +74,9 @@ async def test_writes_are_refused_and_errors_mapped(server, workspace) -> None:
     assert empty.status_code == 400
     assert many.json()["rows"] == 3
     assert many.json()["truncated"] is True
+    async with SqlClient(server.url) as client:
+        with pytest.raises(QueryError, match="more than 3 rows"):
+            await client.query("SELECT number FROM numbers(10)")
     assert health.status_code == 200
     assert b"python_info" in metrics.content or b"# HELP" in metrics.content
     async with SqlClient(server.url) as client:
