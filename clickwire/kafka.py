@@ -95,19 +95,19 @@ def _specs(topics: Iterable[Topic] | None) -> list[TopicSpec]:
 async def ensure_topics(settings: CommonSettings, topics: Iterable[Topic] | None = None,
                         *, partitions_override: int | None = None) -> list[str]:
     """Create the declared topics that do not exist yet; return the names created."""
-    wanted = _specs(topics)
+    return await create_topics(settings, [
+        NewTopic(s.physical(settings.topic_prefix), partitions_override or s.partitions, s.replication_factor,
+                 topic_configs=s.configs())
+        for s in _specs(topics)
+    ])
+
+
+async def create_topics(settings: CommonSettings, topics: list[NewTopic]) -> list[str]:
+    """Create those of ``topics`` that do not exist yet, wait until the broker describes them, and
+    return the names created (another process creating one at the same time is fine)."""
     async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
-        new = [
-            NewTopic(
-                s.physical(settings.topic_prefix),
-                partitions_override or s.partitions,
-                s.replication_factor,
-                topic_configs=s.configs(),
-            )
-            for s in wanted
-            if s.physical(settings.topic_prefix) not in existing
-        ]
+        new = [t for t in topics if t.name not in existing]
         if not new:
             return []
         response = await admin.create_topics(new)

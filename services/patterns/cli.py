@@ -10,11 +10,9 @@ from typing import Any
 
 import httpx
 import structlog
-from aiokafka.admin import NewTopic
 
 from clickwire.cli import app, one_line_errors
-from clickwire.errors import TopicsMissing
-from clickwire.kafka import TOPIC_ALREADY_EXISTS, admin_client, check_topics, wait_for_broker
+from clickwire.kafka import check_topics, create_topics, wait_for_broker
 from clickwire.logs import configure
 from clickwire.observability import HealthServer
 from clickwire.service import run
@@ -42,36 +40,6 @@ def patterns_command() -> None:
 async def _preflight(settings: PatternsSettings) -> None:
     await wait_for_broker(settings.common)
     await check_topics(settings.common, TOPICS)
-
-
-async def create_internal_topics(settings: PatternsSettings, topics: list[NewTopic], timeout_s: float = 30.0) -> None:
-    """Create Faust's internal topics that do not exist yet and wait until the broker describes them.
-
-    Faust would create them itself, but only while its consumer joins the group: on a fresh broker
-    the first assignment can come before they are in the consumer's metadata, and Faust's assignor
-    then skips them ("Ignoring missing topic"). Their partitions go to nobody until the next
-    rebalance, so the aggregate and checks agents see nothing (no milestone, spike or failing link)
-    and the links agent crashes on a changelog "with 0 partitions".
-    """
-    wanted = {t.name: t.num_partitions for t in topics}
-    async with admin_client(settings.common) as admin:
-        existing = set(await admin.list_topics())
-        new = [t for t in topics if t.name not in existing]
-        if new:
-            response = await admin.create_topics(new)
-            for entry in response.topic_errors:
-                if entry[1] not in (0, TOPIC_ALREADY_EXISTS):  # another worker may have won the race
-                    raise TopicsMissing(f"could not create topic {entry[0]}: error {entry[1]}")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            described = await admin.describe_topics(list(wanted))
-            ready = {t["topic"] for t in described
-                     if t["error_code"] == 0 and len(t["partitions"]) >= wanted.get(t["topic"], 1)}
-            if ready >= set(wanted):
-                return
-            if time.monotonic() > deadline:
-                raise TopicsMissing(f"internal topics not visible after creation: {sorted(set(wanted) - ready)}")
-            await asyncio.sleep(0.05)
 
 
 async def _wait_running(app: Any, stop: asyncio.Event, timeout_s: float = 60.0) -> None:
@@ -128,7 +96,10 @@ async def serve(settings: PatternsSettings, stop: asyncio.Event,
     try:
         await workspaces.start()
         await workspaces.wait_loaded()
-        await create_internal_topics(settings, patterns.internal_topics())
+        # Faust would create its own topics, but only while its consumer joins the group: on a fresh
+        # broker the first assignment can come before they are in the consumer's metadata, and
+        # Faust's assignor then skips them ("Ignoring missing topic") -- no derived event at all.
+        await create_topics(common, patterns.internal_topics())
         await worker.start()
         await _wait_running(patterns.app, stop)
         if settings.check_destinations:

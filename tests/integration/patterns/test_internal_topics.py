@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from clickwire.kafka import admin_client, check_topics
+from clickwire.kafka import admin_client, check_topics, create_topics
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 from services.patterns.app import PatternsApp
-from services.patterns.cli import TOPICS, create_internal_topics
+from services.patterns.cli import TOPICS
 from services.patterns.settings import PatternsSettings
 
 pytestmark = [pytest.mark.kafka]
@@ -27,8 +27,8 @@ async def test_internal_topics_are_created_and_described(topics: CommonSettings)
     assert any(t.name.endswith("-changelog") for t in wanted)
     assert any("entities" in t.name for t in wanted)
 
-    await create_internal_topics(settings, wanted)
-    await create_internal_topics(settings, wanted)  # a second worker starting: nothing to do, no error
+    await create_topics(settings.common, wanted)
+    await create_topics(settings.common, wanted)  # a second worker starting: nothing to do, no error
 
     async with admin_client(topics) as admin:
         described = {t["topic"]: t for t in await admin.describe_topics([t.name for t in wanted])}
