@@ -260,8 +260,7 @@ class EnricherApp:
         fast, slow = self.stream.fast.process, self.stream.process
         link_for, velocity, count = self.links.get, self.velocity, self.counts.add
         topic, partition_of = self.enriched_topic, self._partition_of
-        # One record batch per output partition, built here rather than record by record through
-        # send(): a send() costs ~10 us and a future per record.
+        # One record batch per output partition (_append).
         batches: dict[int, BatchBuilder] = {}
         futures: list[asyncio.Future[Any]] = []
         done: list[Message] = []
@@ -283,14 +282,9 @@ class EnricherApp:
                     continue
                 key, value, link_id, is_bot = out.key, out.value, out.link_id, out.is_bot
             out_partition = partition_of(key)
-            batch = batches.get(out_partition)
-            if batch is None:
-                batch = batches[out_partition] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                futures.append(await producer.send_batch(batch, topic, partition=out_partition))
-                batch = batches[out_partition] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise RuntimeError(f"an enriched click of {len(value)} bytes exceeds the producer's batch size")
+            full = _append(producer, batches, out_partition, key, value)
+            if full is not None:
+                futures.append(await producer.send_batch(full, topic, partition=out_partition))
             count(partition, link_id, is_bot)
             produced += 1
             bots += is_bot
@@ -364,13 +358,9 @@ class EnricherApp:
             except Unsupported:
                 value = self._stats_codec.encode(link_stats_record(link_id, (human, bot), now_ms))
             partition = self._stats_partition_of(key)
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                sent.append(await producer.send_batch(batch, self.stats_topic, partition=partition))
-                batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)  # one record always fits
+            full = _append(producer, batches, partition, key, value)
+            if full is not None:
+                sent.append(await producer.send_batch(full, self.stats_topic, partition=partition))
         for partition, batch in batches.items():
             sent.append(await producer.send_batch(batch, self.stats_topic, partition=partition))
         return sent
@@ -393,6 +383,24 @@ class EnricherApp:
         if _partitions_of(self.raw_topic, assigned):
             self.counts.rebase(await read_totals(self.settings.common))
         self._stats_ready.set()
+
+
+def _append(producer: AIOKafkaProducer, batches: dict[int, BatchBuilder], partition: int, key: bytes,
+            value: bytes) -> BatchBuilder | None:
+    """Append a record to its partition's open batch; return the batch it filled (to send now), if any.
+
+    Record batches built here rather than record by record through send(): a send() costs ~10 us
+    and a future per record.
+    """
+    batch = batches.get(partition)
+    if batch is None:
+        batch = batches[partition] = producer.create_batch()
+    if batch.append(key=key, value=value, timestamp=None) is not None:
+        return None
+    batches[partition] = fresh = producer.create_batch()
+    if fresh.append(key=key, value=value, timestamp=None) is None:
+        raise RuntimeError(f"a record of {len(value)} bytes exceeds the producer's batch size")
+    return batch
 
 
 def _partitioner(partitions: list[int]) -> Callable[[bytes], int]:

@@ -215,12 +215,10 @@ class FastPath:
 
     def _judge(self, key: tuple[Any, ...], ref: Referrer) -> _Judged:
         agent, method_b, purpose_b, net, fresh, _, too_fast = key
-        try:
-            judgement = self._enricher.judge(
-                agent.ua, agent.ch_ua, agent.dev, _decode(method_b) or "GET", _optional(purpose_b), net, fresh,
-                ref, too_fast)
-        except Exception as exc:  # ClickStream turns it into an enrich_error dead letter
-            raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
+        # An error here becomes Unsupported in process(), and ClickStream dead-letters the click.
+        judgement = self._enricher.judge(
+            agent.ua, agent.ch_ua, agent.dev, _decode(method_b) or "GET", _optional(purpose_b), net, fresh,
+            ref, too_fast)
         fields = judgement_fields(judgement)
         judged = _Judged(encode_fields(fields, ("device_type",)), encode_fields(fields, _VERDICT_FIELDS),
                          judgement.verdict.is_bot)
