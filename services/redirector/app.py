@@ -111,6 +111,8 @@ class RedirectApp:
                 host = self._hosts.get(headers.get("host") or scope.authority)
                 answer = self._answer((host, path[1:])) if host is not None else None
                 if answer is not None:
+                    # The same reads as in _slow(), kept inline in both: a shared helper returning a
+                    # tuple costs ~0.3 us a request, a tenth of this path. Change both together.
                     user_agent: str = headers.get("user-agent", "")
                     referer: str | None = headers.get("referer")
                     accept_language: str | None = headers.get("accept-language")

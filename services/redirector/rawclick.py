@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
+from clickwire.avrobin import optional_string as _opt
 from clickwire.avrobin import string as _s
 from clickwire.avrobin import varint as _varint
 
@@ -38,10 +39,6 @@ RawClick = tuple[str, int, str, str, str, str, str, str, str, str | None, str | 
 # proxy is configured). Finisher turns it into a RawClick.
 Captured = tuple[str, int, str, str, str, str, str, str, str, str | None, str | None, str | None,
                  str | None, str | None, str | None, str, int, str | None, str | None, str | None]
-
-
-def _opt(value: str | None) -> bytes:
-    return _NULL if value is None else _BRANCH1 + _s(value)
 
 
 def encode(header: bytes, c: RawClick) -> bytes:
@@ -80,7 +77,6 @@ class Finisher:
         query = c[15]
         return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], ip, c[8], c[9], c[10], c[11], c[12], c[13], c[14],
                 query, "qr=" in query and is_qr(query), c[16], c[17], self._instance)
-
 
     def encode(self, c: Captured) -> bytes:
         """The header and Avro body of the finished click: encode(header, self(c)), about twice as fast."""
