@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from clickwire.kafka import stop_consumer_task, topic_partitions
+from clickwire.kafka import FETCH_MAX_WAIT_MS, stop_consumer_task, topic_partitions
 from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
@@ -32,7 +32,7 @@ class TopicTable(Generic[V]):
     """A dict of key -> latest value of a compacted topic, kept current in the background."""
 
     def __init__(self, common: CommonSettings, topic: Topic, decode: Callable[[bytes], V], *,
-                 on_change: OnChange[V] | None = None, fetch_wait_ms: int = 100) -> None:
+                 on_change: OnChange[V] | None = None, fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
         self._common = common
         self._topic = name(topic, common.topic_prefix)
         self._decode = decode

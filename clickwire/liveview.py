@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from clickwire.codec import codec_for
-from clickwire.kafka import stop_consumer_task, topic_partitions
+from clickwire.kafka import BULK_FETCH, stop_consumer_task, topic_partitions
 from clickwire.receiver import ReceiverStats
 from clickwire.settings import CommonSettings
 from clickwire.simulate import SimStats
@@ -48,7 +48,7 @@ class ClickTap:
         """Start tapping from the topic's current end."""
         topic = name(Topic.CLICKS_ENRICHED, self._common.topic_prefix)
         consumer = AIOKafkaConsumer(bootstrap_servers=self._common.bootstrap, group_id=None,
-                                    auto_offset_reset="latest", fetch_max_wait_ms=100)
+                                    auto_offset_reset="latest", **BULK_FETCH)
         await consumer.start()
         partitions = await topic_partitions(consumer, topic)
         consumer.assign(partitions)

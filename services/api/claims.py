@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter
 
 from clickwire.codec import codec_for
-from clickwire.kafka import stop_consumer_task
+from clickwire.kafka import FETCH_MAX_WAIT_MS, stop_consumer_task
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 
@@ -77,7 +77,7 @@ class ClaimBook:
     async def start(self) -> None:
         """Start following the claims partition from the oldest claim that can still matter."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self._common.bootstrap, group_id=None,
-                                    enable_auto_commit=False, fetch_max_wait_ms=50,
+                                    enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                     auto_offset_reset="earliest")
         await consumer.start()
         consumer.assign([self._tp])

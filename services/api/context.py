@@ -45,9 +45,8 @@ class ApiContext:
         self.links_topic = name(Topic.LINKS, self.common.topic_prefix)
         self.link_codec = codec_for(Topic.LINKS, self.common.schema_registry_url)
         self.links: TopicTable[Link] = TopicTable(
-            self.common, Topic.LINKS, self._decode_link, on_change=self._link_changed, fetch_wait_ms=50)
-        self.keys: TopicTable[ApiKey] = TopicTable(self.common, Topic.API_KEYS, decode_key(self.common),
-                                                   fetch_wait_ms=50)
+            self.common, Topic.LINKS, self._decode_link, on_change=self._link_changed)
+        self.keys: TopicTable[ApiKey] = TopicTable(self.common, Topic.API_KEYS, decode_key(self.common))
         self.link_ids: dict[str, str] = {}  # link id -> "domain/code", for GET /v1/links/{id}
         self._deleted_ids: dict[str, float] = {}  # link id -> when it left the table (claims liveness)
         self._waiters: dict[str, list[tuple[Callable[[Link | None], bool], asyncio.Future[None]]]] = {}

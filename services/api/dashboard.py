@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from clickwire.codec import codec_for
 from clickwire.follow import TopicTable
+from clickwire.kafka import BULK_FETCH
 from clickwire.logs import RateLimited
 from clickwire.topics import Topic, name
 from services.api.context import AUTH_FAILURES, ApiContext
@@ -82,7 +83,7 @@ class DashboardTap:
     def _table(self) -> TopicTable[dict[str, Any]]:
         codec = codec_for(Topic.WEBHOOK_SUBSCRIPTIONS, self.ctx.common.schema_registry_url)
         return TopicTable(self.ctx.common, Topic.WEBHOOK_SUBSCRIPTIONS, codec.decode,
-                          on_change=self._subscription, fetch_wait_ms=100)
+                          on_change=self._subscription)
 
     def _subscription(self, key: str, _old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         workspace_id = self.board.set_subscription(key, new)
@@ -91,7 +92,7 @@ class DashboardTap:
 
     async def _open(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.ctx.common.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="latest", fetch_max_wait_ms=100)
+                                    enable_auto_commit=False, auto_offset_reset="latest", **BULK_FETCH)
         await consumer.start()
         try:
             metadata = await consumer._client.fetch_all_metadata()

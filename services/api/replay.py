@@ -30,6 +30,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, Field
 
 from clickwire.codec import codec_for
+from clickwire.kafka import FETCH_MAX_WAIT_MS
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 from services.api.problems import Problem
@@ -120,7 +121,7 @@ async def replay(common: CommonSettings, producer: AIOKafkaProducer, subscriptio
     deadline = time.monotonic() + deadline_s
     consumer = AIOKafkaConsumer(
         bootstrap_servers=common.bootstrap, group_id=None, enable_auto_commit=False,
-        isolation_level="read_committed", fetch_max_wait_ms=100, auto_offset_reset="earliest",
+        isolation_level="read_committed", fetch_max_wait_ms=FETCH_MAX_WAIT_MS, auto_offset_reset="earliest",
     )
     await consumer.start()
     sends: list[asyncio.Future[Any]] = []

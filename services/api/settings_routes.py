@@ -37,7 +37,7 @@ def _table(ctx: ApiContext) -> TopicTable[dict[str, Any]]:
     table = _tables.get(ctx)
     if table is None:
         codec = codec_for(Topic.WORKSPACE_SETTINGS, ctx.common.schema_registry_url)
-        table = _tables[ctx] = TopicTable(ctx.common, Topic.WORKSPACE_SETTINGS, codec.decode, fetch_wait_ms=50)
+        table = _tables[ctx] = TopicTable(ctx.common, Topic.WORKSPACE_SETTINGS, codec.decode)
     return table
 
 

@@ -103,7 +103,7 @@ class WebhookStore:
         self.topic = name(Topic.WEBHOOK_SUBSCRIPTIONS, ctx.common.topic_prefix)
         self.codec = codec_for(Topic.WEBHOOK_SUBSCRIPTIONS, ctx.common.schema_registry_url)
         self.table: TopicTable[Record] = TopicTable(ctx.common, Topic.WEBHOOK_SUBSCRIPTIONS, self.codec.decode,
-                                                    on_change=self._changed, fetch_wait_ms=50)
+                                                    on_change=self._changed)
         self._ready: asyncio.Future[None] | None = None
         self._waiters: dict[str, list[tuple[Callable[[Record | None], bool], asyncio.Future[None]]]] = {}
 

@@ -146,7 +146,7 @@ class Deliverer:
         """Deliver until ``stop`` is set, then finish requests in flight and commit what is done."""
         consumer = make_consumer(self._settings.common, group_id=self.group_id,
                                  partition_assignment_strategy=(RangePartitionAssignor,),
-                                 max_poll_records=2000, fetch_max_wait_ms=50)
+                                 max_poll_records=2000)
         # Range assignment gives partition p of the outbox and of the retry topic (same count) to the
         # same member, so a subscription's parked records are read by the process that parked them.
         consumer.subscribe([self.outbox_topic, self.retry_topic], listener=_Rebalance(self))

@@ -75,8 +75,9 @@ BatchHandler = Callable[[list[Message]], Awaitable[None]]
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # Faust hard-codes fetch_max_wait_ms=1500; aiokafka reads the attribute only in start().
+        # Faust hard-codes fetch_max_wait_ms=1500 and fetch_min_bytes=1; aiokafka reads them only in start().
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_wait_ms", 1500)
+        consumer._fetch_min_bytes = getattr(self.app, "fetch_min_bytes", 1)
         return consumer
 
 
@@ -151,9 +152,10 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class _App(faust.App):
-    """faust.App with a configurable consumer fetch wait and a batch handler for its consumer."""
+    """faust.App with a configurable consumer fetch wait and minimum, and a batch handler for its consumer."""
 
     fetch_wait_ms: int = 1500
+    fetch_min_bytes: int = 1
     batch_handler: BatchHandler | None = None
 
     def _new_transport(self) -> TransportT:

@@ -59,4 +59,4 @@ class LinkIndex:
     def follow(self, common: CommonSettings) -> TopicTable[dict[str, Any]]:
         """A TopicTable on the links topic that keeps this index current (not started)."""
         codec = codec_for(Topic.LINKS, common.schema_registry_url)
-        return TopicTable(common, Topic.LINKS, codec.decode, on_change=self.on_change, fetch_wait_ms=50)
+        return TopicTable(common, Topic.LINKS, codec.decode, on_change=self.on_change)

@@ -34,7 +34,7 @@ def link_stats_record(link_id: str, counts: tuple[int, int] | list[int], now_ms:
 async def read_totals(common: CommonSettings, timeout_s: float = 30.0) -> dict[str, tuple[int, int]]:
     """The latest (human, bot) totals of every link on links.stats, read to its current end."""
     codec = codec_for(Topic.LINK_STATS, common.schema_registry_url)
-    table: TopicTable[dict[str, Any]] = TopicTable(common, Topic.LINK_STATS, codec.decode, fetch_wait_ms=20)
+    table: TopicTable[dict[str, Any]] = TopicTable(common, Topic.LINK_STATS, codec.decode)
     await table.start()
     try:
         await table.wait_loaded(timeout_s)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from clickwire.kafka import BULK_FETCH
 from clickwire.settings import CommonSettings, Env
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,7 +42,7 @@ class PatternsSettings:
             app_id=env.str("CLICKWIRE_PATTERNS_APP_ID", "clickwire-patterns"),
             metrics_host=env.str("CLICKWIRE_METRICS_HOST", "127.0.0.1"),
             metrics_port=env.int("CLICKWIRE_METRICS_PORT", 9104, lo=0, hi=65535),
-            fetch_wait_ms=env.int("CLICKWIRE_PATTERNS_FETCH_WAIT_MS", 10, lo=0, hi=1500),
+            fetch_wait_ms=env.int("CLICKWIRE_PATTERNS_FETCH_WAIT_MS", BULK_FETCH["fetch_max_wait_ms"], lo=0, hi=1500),
             commit_interval_s=env.float("CLICKWIRE_PATTERNS_COMMIT_INTERVAL", 1.0, lo=0.05),
             check_destinations=env.bool("CLICKWIRE_PATTERNS_CHECK_DESTINATIONS", True),
             check_interval_s=env.float("CLICKWIRE_PATTERNS_CHECK_INTERVAL", 300.0, lo=0.05),

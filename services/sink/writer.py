@@ -42,7 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from clickwire.clickhouse import ClickHouseError, ClickHouseStore
 from clickwire.clickhouse.formats import sql_string
 from clickwire.deadletter import DeadLetters, InvalidMessage
-from clickwire.kafka import make_consumer, make_producer
+from clickwire.kafka import BULK_FETCH, make_consumer, make_producer
 from clickwire.logs import RateLimited
 from clickwire.topics import Topic, name
 from services.sink.settings import SinkSettings
@@ -133,7 +133,7 @@ class BatchWriter:
         await self._producer.start()
         self._dead = DeadLetters(common, self._producer, SERVICE)
         self._consumer = make_consumer(
-            common, group_id=self._settings.group_id, max_poll_records=self._settings.batch_max,
+            common, group_id=self._settings.group_id, max_poll_records=self._settings.batch_max, **BULK_FETCH,
         )
         self._consumer.subscribe(list(self._by_topic), listener=_Rebalance(self))
         await self._consumer.start()
