@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from clickwire.errors import BrokerUnavailable, TopicsMissing
 from clickwire.settings import CommonSettings
@@ -187,6 +189,16 @@ FETCH_MAX_WAIT_MS = 500
 # the broker gather records for them: one fetch per 64 KB or 250 ms instead of one per record. At
 # 300 clicks/s, one fetch per record for every reader cost as much broker CPU as 1,000 clicks/s.
 BULK_FETCH: dict[str, int] = {"fetch_min_bytes": 64 * 1024, "fetch_max_wait_ms": 250}
+
+
+def key_partitioner(partitions: list[int]) -> Callable[[bytes], int]:
+    """The producers' own key -> partition choice (murmur2, like the Java client's), remembered per key.
+
+    aiokafka works it out in pure Python for every record; keys (links, subscriptions) repeat, so a
+    cache saves that per record. A partition count change needs a restart, as for Faust.
+    """
+    partitioner = DefaultPartitioner()
+    return lru_cache(maxsize=1 << 18)(lambda key: int(partitioner(key, partitions, partitions)))
 
 
 def make_consumer(settings: CommonSettings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:

@@ -28,13 +28,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from functools import lru_cache
 from typing import Any, cast
 
 import faust
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -44,7 +42,7 @@ from prometheus_client import Counter, Histogram
 from clickwire.avrobin import varint
 from clickwire.codec import codec_for
 from clickwire.deadletter import DeadLetters, InvalidMessage
-from clickwire.kafka import STREAM_DELIVERY_TIMEOUT_MS, make_producer
+from clickwire.kafka import STREAM_DELIVERY_TIMEOUT_MS, key_partitioner, make_producer
 from clickwire.topics import Topic, name, spec
 from services.enricher.avro import Unsupported, encode_link_stats
 from services.enricher.chain import Enricher
@@ -66,8 +64,10 @@ LAG = Histogram("clickwire_enricher_click_age_seconds", "Click timestamp to enri
                 buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60))
 SERVICE = "enricher"
 # Batches enriched and sent but not yet on the broker: enough to overlap enrichment with the
-# producer's round trip, few enough to bound memory and replay.
-MAX_IN_FLIGHT = 4
+# producer's round trip, few enough to bound memory and replay (at most 16 fetches, each at most
+# CLICKWIRE_ENRICHER_BATCH_SIZE clicks). At 1,000 clicks/s a fetch holds one to a few clicks, so 4
+# capped the stream at 4 fetches per acknowledgement round trip, and a slow round trip queued clicks.
+MAX_IN_FLIGHT = 16
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
@@ -227,8 +227,8 @@ class EnricherApp:
                                        compression_type=compression, max_batch_size=1024 * 1024,
                                        request_timeout_ms=STREAM_DELIVERY_TIMEOUT_MS)
         await self._producer.start()
-        self._partition_of = _partitioner(sorted(await self._producer.partitions_for(self.enriched_topic)))
-        self._stats_partition_of = _partitioner(sorted(await self._producer.partitions_for(self.stats_topic)))
+        self._partition_of = key_partitioner(sorted(await self._producer.partitions_for(self.enriched_topic)))
+        self._stats_partition_of = key_partitioner(sorted(await self._producer.partitions_for(self.stats_topic)))
         self._dead_producer = make_producer(settings.common, linger_ms=0)
         await self._dead_producer.start()
         self._dead_letters = DeadLetters(settings.common, self._dead_producer, SERVICE)
@@ -403,13 +403,6 @@ def _append(producer: AIOKafkaProducer, batches: dict[int, BatchBuilder], partit
     if fresh.append(key=key, value=value, timestamp=None) is None:
         raise RuntimeError(f"a record of {len(value)} bytes exceeds the producer's batch size")
     return batch
-
-
-def _partitioner(partitions: list[int]) -> Callable[[bytes], int]:
-    # aiokafka's own key -> partition choice, in pure Python per record; a few hundred thousand
-    # links repeat, so remember it (a partition count change needs a restart, as for Faust).
-    partitioner = DefaultPartitioner()
-    return lru_cache(maxsize=1 << 18)(lambda key: int(partitioner(key, partitions, partitions)))
 
 
 def _partitions_of(topic: str, tps: Iterable[TP]) -> set[int]:
