@@ -1,13 +1,14 @@
 """End-to-end benchmark: click -> webhook received, through redirector, enricher, router and deliverer.
 
 A whole pipeline of its own (clickwire.pipeline: own broker, every service as a process, a
-receiver verifying signatures) takes ``warmup`` seconds of clicks at ``rate`` (a fresh broker JVM and
-fresh services are slower for their first minute), then ``rate`` clicks/s for ``duration`` seconds.
-The clicks are the simulator's human clicks, sent by wrk (see _wrk_load; the aiohttp simulator in a
-process of its own when wrk is missing); the latency of each click is receipt time minus the click's
-``ts_ms`` (stamped by the redirector when it answered). Targets (docs/performance.md): p50 <= 25 ms,
-p99 <= 100 ms at 1,000 clicks/s. ``--path-only`` runs only the services on the click -> webhook path
-(PATH_SERVICES); by default the sink and the patterns service run too, as in ``make run``.
+receiver verifying signatures) takes ``warmup`` seconds (90) of clicks at ``rate``, then is measured
+in windows of ``duration`` seconds: every service at ``rate`` (``e2e``), every service at 200/s
+(``e2e_low``), and at ``rate`` again with the sink and the patterns service stopped (``e2e_path``:
+only the redirector, enricher and dispatcher, and the API, on the path). The clicks are the
+simulator's human clicks, sent by wrk (see _wrk_load; the aiohttp simulator in a process of its own
+when wrk is missing); the latency of each click is receipt time minus the click's ``ts_ms`` (stamped
+by the redirector when it answered). Targets (docs/performance.md): p50 <= 25 ms, p99 <= 100 ms at
+1,000 clicks/s.
 
 Where the time goes: after the run the benchmark reads back, for every measured click, the
 timestamp each producer gave its record (clicks.raw by the redirector, clicks.enriched by the
@@ -22,8 +23,8 @@ flight, without waiting for more -- and ``batch_max`` 500: with 50 (the demo's) 
 is capped at 50 events per round trip, and under CPU contention the receiver's round trip passes
 50 ms, the backlog grows without bound and the lane parks. ``--batch-ms 20 --batch-max 50`` is
 the demo's setting. Standalone:
-``python -m bench.e2e [--rate 1000] [--duration 20] [--warmup 30] [--batch-ms 1] [--batch-max 500] [--no-low]
-[--path-only]``.
+``python -m bench.e2e [--rate 1000] [--duration 20] [--warmup 90] [--batch-ms 1] [--batch-max 500] [--no-low]
+[--no-path] [--split]`` (``--split``: the dispatcher's router and deliverer as two processes).
 """
 
 from __future__ import annotations
@@ -42,15 +43,18 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from clickwire import orchestrate, procs
 from clickwire.codec import codec_for
 from clickwire.liveview import consumer_lag
-from clickwire.pipeline import Pipeline
+from clickwire.orchestrate import ServiceSpec
+from clickwire.pipeline import Pipeline, free_port
 from clickwire.receiver import Receiver
 from clickwire.settings import CommonSettings
 from clickwire.simulate import AddressPool, SimStats, Target, build_request, simulate
@@ -58,9 +62,10 @@ from clickwire.topics import Topic, name
 
 HUMANS = {"human": 1.0}
 BATCH_MAX = 500
-# The services on the click -> webhook path (the API only configures it); the sink and the patterns
-# service read the same clicks beside it.
-PATH_SERVICES = ("api", "redirector", "enricher", "dispatcher")
+# The services that read the same clicks beside the click -> webhook path (redirector, enricher,
+# dispatcher; the API only configures it): stopped for the last window.
+BESIDE_PATH = ("sink", "patterns")
+WARMUP_S = 90.0
 STAGES = ("redirector publish", "raw -> enriched", "enriched -> outbox", "outbox -> received", "total")
 
 
@@ -91,13 +96,13 @@ def _human_requests(targets: list[Target], n: int = 2000) -> list[tuple[str, str
 
 
 def _wrk_load(url: str, targets: list[Target], rate: float, duration_s: float) -> tuple[int, int]:
-    """Send the human clicks with wrk, paced: ``rate / 50`` connections, each waiting
-    ``connections / rate`` (less a millisecond for the answer) between requests. wrk is C and used
+    """Send the human clicks with wrk, paced: ``rate / 20`` connections, each waiting
+    ``connections / rate`` (less 2 ms for the answer) between requests. wrk is C and used
     about 5% of a core here at 1,000 requests/s; vegeta (open loop, Go) took 30-40% and the aiohttp
     simulator 40-100%, on a 2-core machine that also runs the broker and every service. The pacing is
     per connection, so a slow redirector lowers the rate: ``achieved_rate`` in the report says what ran."""
-    connections = max(1, math.ceil(rate / 50))
-    delay_ms = max(0, math.floor(connections * 1000 / rate) - 1)
+    connections = max(1, math.ceil(rate / 20))
+    delay_ms = max(0, math.floor(connections * 1000 / rate) - 2)
     lua = ["local specs = {"]
     for method, path, headers in _human_requests(targets):
         fields = ", ".join(f"[ [==[{k}]==] ] = [==[{v}]==]" for k, v in headers.items())
@@ -162,8 +167,11 @@ async def _read_timestamps(common: CommonSettings, since_ms: int) -> dict[str, d
             tps = [TopicPartition(physical, p) for p in sorted(consumer.partitions_for_topic(physical)
                                                                or await _partitions(consumer, physical))]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
             ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                found_at = starts.get(tp)
+                consumer.seek(tp, found_at.offset if found_at is not None else ends[tp])
             seen = found[topic.name] = {}
             field = "event_id" if topic is Topic.WEBHOOK_OUTBOX else "click_id"
             while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
@@ -199,88 +207,115 @@ def _stages(clicks: dict[str, int], received: dict[str, float],
     return {s: {"p50_ms": _pct(v, 0.5), "p99_ms": _pct(v, 0.99), "n": len(v)} for s, v in parts.items() if v}
 
 
-async def _measure(rate: float, duration_s: float, batch_ms: int, batch_max: int, warmup_s: float = 30.0,
-                   path_only: bool = False) -> dict[str, Any]:
-    # event id -> receipt time (ms), and click id -> ts_ms, for the clicks of the measured window only.
-    received: dict[str, float] = {}
-    clicks: dict[str, int] = {}
-    measuring = False
+def _split(spec: ServiceSpec) -> list[ServiceSpec]:
+    """The dispatcher as two processes: the router, and the deliverer on a port of its own."""
+    port = free_port()
+    return [replace(spec, name="router", command=("dispatcher", "--role", "router")),
+            ServiceSpec("deliverer", f"http://127.0.0.1:{port}/health", {"CLICKWIRE_METRICS_PORT": str(port)},
+                        command=("dispatcher", "--role", "deliverer"))]
 
-    def on_event(event: dict[str, Any], _latency_ms: float) -> None:
-        if measuring:
-            received[str(event.get("id"))] = time.time() * 1000
+
+class _Bench:
+    """One pipeline, warmed up once, measured in windows: a click's latency is its webhook's receipt
+    time minus its ``ts_ms``, for the clicks of the window only."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.received: dict[str, float] = {}  # event id -> receipt time (ms)
+        self.clicks: dict[str, int] = {}  # click id -> ts_ms
+        self.measuring = False
+        pipeline.receiver = Receiver([], on_event=self._on_event)
+
+    def _on_event(self, event: dict[str, Any], _latency_ms: float) -> None:
+        if self.measuring:
+            self.received[str(event.get("id"))] = time.time() * 1000
             click = (event.get("data") or {}).get("click") or {}
             if isinstance(click.get("click_id"), str):
-                clicks[click["click_id"]] = int(click["ts_ms"])
+                self.clicks[click["click_id"]] = int(click["ts_ms"])
 
+    async def load(self, rate: float, duration_s: float) -> tuple[int, int]:
+        """Send clicks, then wait (at most 60 s) until every redirected one was delivered."""
+        world, receiver = self.pipeline.world, self.pipeline.receiver
+        assert world is not None
+        before = receiver.stats.accepted
+        sent, redirected = await _load_in_process(self.pipeline.redirector_url, list(world.targets), rate,
+                                                  duration_s)
+        deadline = time.monotonic() + 60
+        while receiver.stats.accepted - before < redirected and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        return sent, redirected
+
+    async def window(self, rate: float, duration_s: float) -> dict[str, Any]:
+        """Measure ``duration_s`` at ``rate``."""
+        pipeline = self.pipeline
+        self.received.clear()
+        self.clicks.clear()
+        pipeline.receiver.stats.latencies_ms.clear()
+        lags: dict[str, int] = {}
+
+        async def sample_lag() -> None:
+            while True:
+                with contextlib.suppress(Exception):
+                    for group, lag in (await consumer_lag(pipeline.stack.common)).items():
+                        lags[group] = max(lags.get(group, 0), lag or 0)
+                await asyncio.sleep(2)
+
+        since_ms = int(time.time() * 1000)
+        load = os.getloadavg()[0]
+        self.measuring = True
+        sampler = asyncio.create_task(sample_lag())
+        try:
+            sent, redirected = await self.load(rate, duration_s)
+        finally:
+            self.measuring = False
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        latencies = sorted(pipeline.receiver.stats.latencies_ms)
+        if not latencies:
+            raise RuntimeError("no webhook arrived")
+        stamps = await _read_timestamps(pipeline.stack.common, since_ms)
+        running = [s.name for s in pipeline.services if procs.read(pipeline.home, s.name) is not None]
+        return {"rate": int(rate), "duration_s": duration_s, "services": running,
+                "sent": sent, "redirected": redirected,
+                "delivered": len(latencies), "p50_ms": _pct(latencies, 0.50), "p99_ms": _pct(latencies, 0.99),
+                "max_ms": round(latencies[-1], 1), "achieved_rate": round(redirected / duration_s),
+                "load_avg_before": load, "stages": _stages(self.clicks, self.received, stamps), "max_lag": lags,
+                "targets": {"p50_ms": 25, "p99_ms": 100}}
+
+
+async def _measure(report: dict[str, Any], rate: float, duration_s: float, batch_ms: int, batch_max: int,
+                   warmup_s: float, low: bool, path: bool = True, split: bool = False) -> None:
+    """Warm one pipeline up, then fill report["e2e"] (every service at ``rate``), report["e2e_low"]
+    (every service at 200/s) and report["e2e_path"] (the sink and the patterns service stopped)."""
     with tempfile.TemporaryDirectory(prefix="clickwire-e2e-") as tmp:
         pipeline = Pipeline(Path(tmp))
-        if path_only:
-            pipeline.services = [s for s in pipeline.services if s.name in PATH_SERVICES]
-        services = pipeline.services
-        pipeline.receiver = Receiver([], on_event=on_event)
+        if split:
+            pipeline.services = [x for s in pipeline.services for x in (_split(s) if s.name == "dispatcher" else [s])]
+        bench = _Bench(pipeline)
         await pipeline.start()
-        lags: dict[str, int] = {}
         try:
-            assert pipeline.world is not None
-            subscription = await _configure(pipeline, batch_ms, batch_max)
-            # Warm up at the measured rate (connections, caches, consumer assignments, and the broker's JIT:
-            # a fresh JVM spends its first minute compiling, at up to a core), then measure a clean window.
-            _, warm = await _load_in_process(pipeline.redirector_url, list(pipeline.world.targets), rate, warmup_s)
-            deadline = time.monotonic() + 60
-            while pipeline.receiver.stats.accepted < warm and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-            pipeline.receiver.stats.latencies_ms.clear()
-            before = pipeline.receiver.stats.accepted
-            since_ms = int(time.time() * 1000)
-            measuring = True
-            load = os.getloadavg()[0]
-
-            async def sample_lag() -> None:
-                while True:
-                    with contextlib.suppress(Exception):
-                        for group, lag in (await consumer_lag(pipeline.stack.common)).items():
-                            lags[group] = max(lags.get(group, 0), lag or 0)
-                    await asyncio.sleep(2)
-
-            sampler = asyncio.create_task(sample_lag())
-            try:
-                sent, redirected = await _load_in_process(pipeline.redirector_url, list(pipeline.world.targets),
-                                                          rate, duration_s)
-                deadline = time.monotonic() + 60
-                while (pipeline.receiver.stats.accepted - before < redirected
-                       and time.monotonic() < deadline):
-                    await asyncio.sleep(0.2)
-            finally:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
-            measuring = False
-            latencies = sorted(pipeline.receiver.stats.latencies_ms)
-            stamps = await _read_timestamps(pipeline.stack.common, since_ms)
+            report["e2e_subscription"] = await _configure(pipeline, batch_ms, batch_max)
+            # The broker is a fresh JVM: for its first minute or more it compiles (one C2 thread took
+            # 14.6 s of CPU in the first 75 s at 1,000 clicks/s, the broker 60-75% of a core in all, 38%
+            # once warm). Production brokers run for days; so does this benchmark's, as far as it can.
+            await bench.load(rate, warmup_s)
+            report["e2e"] = await bench.window(rate, duration_s)
+            if low:
+                report["e2e_low"] = await bench.window(200.0, duration_s)
+            if path:
+                # The same warm broker and services, without the two readers beside the path.
+                orchestrate.down(pipeline.home, [s for s in pipeline.services if s.name in BESIDE_PATH])
+                await bench.load(rate, 5)
+                report["e2e_path"] = await bench.window(rate, duration_s)
         finally:
             await pipeline.stop()
-    if not latencies:
-        raise RuntimeError("no webhook arrived")
-
-    return {"rate": int(rate), "duration_s": duration_s, "services": [s.name for s in services],
-            "sent": sent, "redirected": redirected,
-            "delivered": len(latencies), "p50_ms": _pct(latencies, 0.50), "p99_ms": _pct(latencies, 0.99),
-            "max_ms": round(latencies[-1], 1), "achieved_rate": round(redirected / duration_s),
-            "subscription": subscription, "load_avg_before": load,
-            "stages": _stages(clicks, received, stamps), "max_lag": lags,
-            "targets": {"p50_ms": 25, "p99_ms": 100}}
 
 
 def run(report: dict[str, Any], rate: float = 1000.0, duration_s: float = 20.0, batch_ms: int = 1,
-        low: bool = True, batch_max: int = BATCH_MAX, warmup_s: float = 30.0) -> None:
-    """Measure click -> webhook latency at the target rate with every service (report["e2e"]) and with the
-    path's services only (report["e2e_path"]), and with every service at 200/s (report["e2e_low"])."""
-    report["e2e"] = asyncio.run(_measure(rate, duration_s, batch_ms, batch_max, warmup_s))
-    report["e2e_path"] = asyncio.run(_measure(rate, duration_s, batch_ms, batch_max, warmup_s, path_only=True))
-    if low:
-        # Where the whole pipeline is not saturated on this machine: latency without a backlog.
-        report["e2e_low"] = asyncio.run(_measure(200.0, duration_s, batch_ms, batch_max, warmup_s))
+        low: bool = True, batch_max: int = BATCH_MAX, warmup_s: float = WARMUP_S) -> None:
+    """Measure click -> webhook latency: report["e2e"], report["e2e_low"] and report["e2e_path"] (_measure)."""
+    asyncio.run(_measure(report, rate, duration_s, batch_ms, batch_max, warmup_s, low))
 
 
 def main() -> None:
@@ -290,16 +325,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--batch-ms", type=int, default=1)
     parser.add_argument("--batch-max", type=int, default=BATCH_MAX)
-    parser.add_argument("--warmup", type=float, default=30.0, help="seconds of traffic before measuring")
+    parser.add_argument("--warmup", type=float, default=WARMUP_S, help="seconds of traffic before measuring")
     parser.add_argument("--no-low", action="store_true", help="skip the 200 clicks/s run")
-    parser.add_argument("--path-only", action="store_true", help="run only " + ", ".join(PATH_SERVICES))
+    parser.add_argument("--no-path", action="store_true", help="skip the window without the sink and patterns")
+    parser.add_argument("--split", action="store_true", help="router and deliverer as two processes")
     args = parser.parse_args()
     out: dict[str, Any] = {}
-    if args.path_only:
-        out["e2e"] = asyncio.run(_measure(args.rate, args.duration, args.batch_ms, args.batch_max, args.warmup,
-                                          path_only=True))
-    else:
-        run(out, args.rate, args.duration, args.batch_ms, not args.no_low, args.batch_max, args.warmup)
+    asyncio.run(_measure(out, args.rate, args.duration, args.batch_ms, args.batch_max, args.warmup,
+                         not args.no_low, path=not args.no_path, split=args.split))
     print(json.dumps(out, indent=2))
 
 

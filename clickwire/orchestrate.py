@@ -27,6 +27,14 @@ class ServiceSpec:
     name: str
     health_url: str
     env: Mapping[str, str] = field(default_factory=dict)
+    # The ``clickwire`` command and its options, when they are not just the name (e.g. the dispatcher's
+    # two roles as two processes: "dispatcher --role router").
+    command: tuple[str, ...] = ()
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """What follows ``python -m clickwire``."""
+        return self.command or (self.name,)
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,8 @@ def start_service(home: Path, spec: ServiceSpec, env: Mapping[str, str]) -> proc
     running = procs.read(home, spec.name)
     if running is not None:
         return running
-    argv = [sys.executable, "-m", "clickwire", spec.name]
-    return procs.start(home, spec.name, argv, marker=f"-m clickwire {spec.name}",
+    argv = [sys.executable, "-m", "clickwire", *spec.argv]
+    return procs.start(home, spec.name, argv, marker="-m clickwire " + " ".join(spec.argv),
                        log_path=home / "logs" / f"{spec.name}.log", env={**env, **spec.env})
 
 

@@ -128,13 +128,8 @@ def render_config(s: StackSettings) -> Path:
 
 def _java(s: StackSettings, main: str, *args: str, heap: bool = False) -> list[str]:
     java = shutil.which("java") or "java"
-    # TieredStopAtLevel=1: the quick C1 compiler only. With C2 as well, a fresh broker spent its first
-    # minutes compiling (one C2 thread took 14.6 s of CPU in the first 75 s of a 1,000 clicks/s run,
-    # and the broker 60-75% of a core in all); with C1 only, 45%. Peak speed is lower, which a 2-core
-    # development machine never reaches anyway; production brokers run with Kafka's own JVM settings.
     opts = [f"-Xms{s.heap_mb // 2}m", f"-Xmx{s.heap_mb}m", "-XX:+UseG1GC", "-XX:MaxDirectMemorySize=128m",
             "-XX:+ExitOnOutOfMemoryError"] if heap else ["-Xmx256m"]
-    opts.append("-XX:TieredStopAtLevel=1")
     return [java, *opts, "-cp", str(s.libs / "*"),
             f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.yaml'}",
             f"-Dkafka.logs.dir={s.kafka_home / 'logs'}", main, *args]
