@@ -6,7 +6,8 @@ Throughput: wrk (Debian package; installed if missing), 1 thread, 64 connections
 for each server, one worker process each: nginx from a temp nginx.conf, `clickwire redirector` with
 CLICKWIRE_REDIRECTOR_PUBLISH=false, and with publishing (against the broker at
 CLICKWIRE_KAFKA_BOOTSTRAP, default 127.0.0.1:9092, on topics of its own, serving one plain link). The
-three servers run side by side and are measured in turns, `rounds` times (the order rotates); each
+three servers run side by side, get one discarded warm-up round each (the publishing one also warms
+the broker's JIT), and are measured in turns, `rounds` times (the order rotates); each
 row shows the median of its rounds, and the ratios are medians of the per-round ratios: this machine
 is shared, and servers measured seconds apart see the same background load. Next to req/s: the
 server's CPU time (user + system, all its processes and threads) per request wrk counted, which moves
@@ -267,6 +268,11 @@ def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connectio
             _health(ports[OFF])
             _health(ports[ON])
             labels = list(runs)
+            # One discarded round each first: the publishing redirector's round also warms the broker,
+            # a JVM that compiles for its first minute (it shares the two cores with the servers).
+            for label in labels:
+                wrk(f"http://127.0.0.1:{ports[label]}/{CODE}", duration=duration, connections=connections,
+                    script=script, pid=pids[label])
             for i in range(rounds):
                 for label in labels[i % 3:] + labels[: i % 3]:
                     runs[label].append(wrk(f"http://127.0.0.1:{ports[label]}/{CODE}", duration=duration,
