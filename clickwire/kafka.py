@@ -184,7 +184,10 @@ def make_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProduce
 # How long the broker may hold a fetch that finds nothing new. It answers as soon as a record arrives
 # (fetch_min_bytes 1), so this only paces idle polling: 50 ms waits in every consumer of a pipeline
 # kept the broker at 45% of a core with no traffic at all; 500 ms (Kafka's default) at 14%.
+# Except in a consumer that pauses some of its partitions (flow control): aiokafka then fetches the
+# others alone, and a long wait on quiet ones delays the resumed ones by as much (PAUSING_FETCH_MAX_WAIT_MS).
 FETCH_MAX_WAIT_MS = 500
+PAUSING_FETCH_MAX_WAIT_MS = 20
 # Readers off the click -> webhook path (the ClickHouse sink, the patterns service, the dashboard) let
 # the broker gather records for them: one fetch per 64 KB or 100 ms instead of one per record. At
 # 300 clicks/s, one fetch per record for every reader cost as much broker CPU as 1,000 clicks/s.

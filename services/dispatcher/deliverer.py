@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from clickwire.codec import CodecError, codec_for
 from clickwire.deadletter import DeadLetters, InvalidMessage
-from clickwire.kafka import make_consumer
+from clickwire.kafka import PAUSING_FETCH_MAX_WAIT_MS, make_consumer
 from clickwire.logs import RateLimited
 from clickwire.topics import Topic, name
 from services.dispatcher.attempts import AttemptLog
@@ -146,7 +146,8 @@ class Deliverer:
         """Deliver until ``stop`` is set, then finish requests in flight and commit what is done."""
         consumer = make_consumer(self._settings.common, group_id=self.group_id,
                                  partition_assignment_strategy=(RangePartitionAssignor,),
-                                 max_poll_records=2000)
+                                 max_poll_records=2000,
+                                 fetch_max_wait_ms=PAUSING_FETCH_MAX_WAIT_MS)
         # Range assignment gives partition p of the outbox and of the retry topic (same count) to the
         # same member, so a subscription's parked records are read by the process that parked them.
         consumer.subscribe([self.outbox_topic, self.retry_topic], listener=_Rebalance(self))

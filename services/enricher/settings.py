@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clickwire.kafka import PAUSING_FETCH_MAX_WAIT_MS
 from clickwire.settings import CommonSettings, Env, SettingsError
 from services.enricher.chain import EnricherConfig
 from services.enricher.privacy import IP_MODES
@@ -73,7 +74,7 @@ class EnricherSettings:
             metrics_host=env.str("CLICKWIRE_METRICS_HOST", "127.0.0.1"),
             metrics_port=env.int("CLICKWIRE_METRICS_PORT", 9101, lo=0, hi=65535),
             stats_interval_s=env.float("CLICKWIRE_ENRICHER_STATS_INTERVAL", 1.0, lo=0.05),
-            fetch_wait_ms=env.int("CLICKWIRE_ENRICHER_FETCH_WAIT_MS", 500, lo=0, hi=1500),
+            fetch_wait_ms=env.int("CLICKWIRE_ENRICHER_FETCH_WAIT_MS", PAUSING_FETCH_MAX_WAIT_MS, lo=0, hi=1500),
             commit_interval_s=env.float("CLICKWIRE_ENRICHER_COMMIT_INTERVAL", 1.0, lo=0.05),
             # Most clicks a fetch hands to one enrichment batch (the consumer's max_poll_records).
             batch_size=env.int("CLICKWIRE_ENRICHER_BATCH_SIZE", 1000, lo=1, hi=100_000),
