@@ -48,10 +48,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from clickwire import orchestrate, procs
 from clickwire.codec import codec_for
+from clickwire.kafka import topic_partitions
 from clickwire.liveview import consumer_lag
 from clickwire.orchestrate import ServiceSpec
 from clickwire.pipeline import Pipeline, free_port
@@ -164,8 +165,7 @@ async def _read_timestamps(common: CommonSettings, since_ms: int) -> dict[str, d
     try:
         for topic, codec in codecs.items():
             physical = name(topic, common.topic_prefix)
-            tps = [TopicPartition(physical, p) for p in sorted(consumer.partitions_for_topic(physical)
-                                                               or await _partitions(consumer, physical))]
+            tps = await topic_partitions(consumer, physical)
             consumer.assign(tps)
             starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
             ends = await consumer.end_offsets(tps)
@@ -182,11 +182,6 @@ async def _read_timestamps(common: CommonSettings, since_ms: int) -> dict[str, d
     finally:
         await consumer.stop()
     return found
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    metadata = await consumer._client.fetch_all_metadata()  # a consumer without subscription has none yet
-    return set(metadata.partitions_for_topic(topic) or ())
 
 
 def _stages(clicks: dict[str, int], received: dict[str, float],

@@ -12,21 +12,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from clickwire.codec import codec_for
+from clickwire.kafka import key_partitioner
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 from services.dispatcher.avro import Unsupported, encode_attempt, fast_header
 
 EXCERPT_BYTES = 256
 _PARTITIONS_TTL_S = 60.0  # partitions are only ever added; new ones are picked up within this
-_PARTITION_CACHE_MAX = 100_000
 _AWAY_RETRY_S = 0.1  # pause before handing a batch the broker did not take to the producer again
 
 
@@ -45,31 +45,22 @@ class AttemptLog:
         self._topic = name(Topic.WEBHOOK_ATTEMPTS, common.topic_prefix)
         self._codec = codec_for(Topic.WEBHOOK_ATTEMPTS, common.schema_registry_url)
         self._header = fast_header(self._codec)
-        self._partitioner = DefaultPartitioner()
         self._partitions: list[int] = []
         self._partitions_at = float("-inf")
-        self._by_key: dict[bytes, int] = {}
+        self._partition_of: Callable[[bytes], int] = lambda key: 0  # set by _refresh_partitions()
         # Per partition, batches not yet handed to the producer (the last one filling) and the future
         # their records return; and the task handing them over, while there are any.
         self._open: dict[int, deque[tuple[BatchBuilder, asyncio.Future[Any]]]] = {}
         self._closing = False  # set by flush(): from then on a broker that does not take a batch fails it
         self._senders: dict[int, asyncio.Task[None]] = {}
 
-    async def _partition(self, key: bytes) -> int:
-        """The partition the producer's default partitioner picks for ``key`` (after a cache miss)."""
-        now = time.monotonic()
-        if now - self._partitions_at > _PARTITIONS_TTL_S:
-            partitions = sorted(await self._producer.partitions_for(self._topic))
-            if partitions != self._partitions:
-                self._partitions = partitions
-                self._by_key.clear()
-            self._partitions_at = now
-        partition = self._by_key.get(key)
-        if partition is None:
-            if len(self._by_key) >= _PARTITION_CACHE_MAX:
-                self._by_key.clear()
-            partition = self._by_key[key] = self._partitioner(key, self._partitions, self._partitions)
-        return partition
+    async def _refresh_partitions(self) -> None:
+        """Look the topic's partitions up again (at most every _PARTITIONS_TTL_S)."""
+        partitions = sorted(await self._producer.partitions_for(self._topic))
+        if partitions != self._partitions:
+            self._partitions = partitions
+            self._partition_of = key_partitioner(partitions)
+        self._partitions_at = time.monotonic()
 
     def encode(self, *, event_id: str, subscription_id: str, attempt: int, ts_ms: int, status: int,
                latency_ms: float, outcome: str, error_class: str | None, response: bytes = b"",
@@ -101,9 +92,9 @@ class AttemptLog:
                             ts_ms=int(time.time() * 1000), status=status, latency_ms=latency_ms, outcome=outcome,
                             error_class=error_class, response=response, next_attempt_ms=next_attempt_ms)
         key = subscription_id.encode()
-        partition = self._by_key.get(key)
-        if partition is None or time.monotonic() - self._partitions_at > _PARTITIONS_TTL_S:
-            partition = await self._partition(key)
+        if time.monotonic() - self._partitions_at > _PARTITIONS_TTL_S:
+            await self._refresh_partitions()
+        partition = self._partition_of(key)
         waiting = self._open.get(partition)
         if waiting is None:
             waiting = self._open[partition] = deque()

@@ -102,9 +102,6 @@ def decode_delivery(header: bytes, payload: bytes) -> dict[str, Any]:
     return record
 
 
-
-
-
 def encode_attempt(header: bytes, event_id: str, subscription_id: str, attempt: int, ts_ms: int, status: int,
                    latency_ms: float, outcome: str, error_class: str | None, response_excerpt: str | None,
                    next_attempt_ms: int | None) -> bytes:

@@ -484,9 +484,7 @@ class Deliverer:
             self.parking.ready_again(lane)
 
     async def _collect(self, lane: Lane, sub: Mapping[str, Any], generation: int) -> list[Item]:
-        """Return what to send next: the head, or for a batch subscription up to batch_max items."""
-        if sub.get("mode", "single") != "batch":
-            return [lane.queue[0]]
+        """Return the next batch of a batch subscription: up to batch_max items (single mode sends the head)."""
         if lane.batch is not None and lane.batch[0] is lane.queue[0]:
             return lane.batch  # a failed batch is retried as it was, under the same webhook-id
         batch_max = max(1, int(sub.get("batch_max") or 100))

@@ -209,9 +209,6 @@ def _read_canonical(buf: bytes, pos: int) -> tuple[int, int]:
     return n, end
 
 
-
-
-
 def _ol(value: int | None) -> bytes:
     return b"\x00" if value is None else b"\x02" + _l(value)
 

@@ -44,11 +44,10 @@ from typing import Any, Final
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge, Histogram
 
 from clickwire.codec import codec_for
-from clickwire.kafka import make_producer
+from clickwire.kafka import key_partitioner, make_producer
 from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
@@ -70,7 +69,6 @@ ALREADY_ON_TOPIC = Counter("clickwire_redirector_already_on_topic_total",
 Record = tuple[bytes, bytes]
 RETRY_S: Final = 0.25
 FLUSH_S: Final = 0.02
-_PARTITION_CACHE_MAX: Final = 200_000
 
 
 class ClickPublisher:
@@ -102,8 +100,8 @@ class ClickPublisher:
         self._request_timeout_ms = request_timeout_ms
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
-        self._partitions: list[int] = []
-        self._partition_of: dict[bytes, int] = {}
+        # Link id -> partition: the Java client's murmur2, so every producer puts a link on one partition.
+        self._partition: Callable[[bytes], int] = lambda key: 0  # replaced on connect
         self._wake = asyncio.Event()
         self._idle = False
         self._stopping = False
@@ -238,19 +236,9 @@ class ClickPublisher:
             self._set_health(False, exc)
             return False
         self._producer = producer
-        self._partitions = sorted(partitions)
-        log.info("publisher connected", topic=self._topic, partitions=len(self._partitions))
+        self._partition = key_partitioner(sorted(partitions))
+        log.info("publisher connected", topic=self._topic, partitions=len(partitions))
         return True
-
-    def _partition(self, key: bytes) -> int:
-        p = self._partition_of.get(key)
-        if p is None:
-            # The Java client's DefaultPartitioner, so every producer puts a link on one partition.
-            p = (murmur2(key) & 0x7FFFFFFF) % len(self._partitions)
-            if len(self._partition_of) >= _PARTITION_CACHE_MAX:
-                self._partition_of.clear()
-            self._partition_of[key] = p
-        return p
 
     async def _send(self, records: list[Record]) -> list[Record]:
         """Send records, one batch per partition at a time; return those Kafka did not take."""
