@@ -28,6 +28,35 @@ BEGIN, END = "<!-- bench:summary:begin -->", "<!-- bench:summary:end -->"
 BENCHMARKS = ("redirect", "enricher", "delivery", "sink", "e2e", "derived", "link_memory")
 
 
+# Before each module, wait (at most SETTLE_MAX_S) until the whole machine's busy CPU over one second
+# is below SETTLE_BUSY_CORES: what the previous module left behind (the broker deleting its topics,
+# writing and cleaning segments of ~1M published clicks, processes exiting) otherwise lands in the
+# next module's first seconds. The busy figure the module started at goes into the report.
+SETTLE_BUSY_CORES = 0.35
+SETTLE_MAX_S = 45.0
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def settle(busy_cores: float = SETTLE_BUSY_CORES, max_s: float = SETTLE_MAX_S) -> float:
+    """Wait until the machine's busy cores over one second fall below `busy_cores` (or `max_s`
+    passes); return the last one-second figure."""
+    cpus = os.cpu_count() or 1
+    deadline = time.monotonic() + max_s
+    busy = float("nan")
+    while True:
+        busy0, total0 = _cpu_ticks()
+        time.sleep(1.0)  # the sampling window of the busy figure, not a wait for an event
+        busy1, total1 = _cpu_ticks()
+        busy = cpus * (busy1 - busy0) / max(1, total1 - total0)
+        if busy < busy_cores or time.monotonic() > deadline:
+            return round(busy, 2)
+
+
 def _run_module(module: str) -> dict[str, Any]:
     if module == "link_memory":
         out = subprocess.run([sys.executable, "-m", "bench.link_memory"], capture_output=True, text=True,
@@ -163,6 +192,10 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "clickwire", "stack", "up", "--no-migrations"], cwd=ROOT, check=True)
     for module in chosen:
         print(f"\n==> bench {module}", flush=True)
+        waited = time.monotonic()
+        busy = settle()
+        report["meta"].setdefault("busy_cores_at_start", {})[module] = busy
+        print(f"    (machine settled at {busy} busy cores after {time.monotonic() - waited:.0f} s)", flush=True)
         started = time.monotonic()
         try:
             report.update(_run_module(module))

@@ -268,7 +268,7 @@ async def _run(report: dict[str, Any], n: int) -> None:
 
 def run(report: dict[str, Any]) -> None:
     """Run the enricher benchmark and put its numbers under report['enricher']."""
-    asyncio.run(_run(report, int(os.environ.get("BENCH_ENRICHER_CLICKS", "50000"))))
+    asyncio.run(_run(report, int(os.environ.get("BENCH_ENRICHER_CLICKS", "100000"))))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
     try:
         import uvloop
-
-        uvloop.run(wrapper())
     except ImportError:
         asyncio.run(wrapper())
+        return
+    # The policy, not just uvloop.run(): loops that libraries create on their own threads (Faust's
+    # consumer thread in the enricher and the patterns service) are uvloop too.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(wrapper())
