@@ -1,0 +1,3 @@
+module clickwire/bench/pacer
+
+go 1.22
