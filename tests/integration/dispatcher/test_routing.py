@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from clickwire.topics import Topic
+from clickwire.kafka import make_consumer
+from clickwire.topics import Topic, name, spec
 from tests.integration.dispatcher.conftest import Kit, new_sub
 from tests.support.receiver import wait_until
 
@@ -79,3 +83,39 @@ async def test_filters_route_clicks_and_link_events_to_the_right_subscriptions(k
     assert links.events()[2]["data"]["link"]["code"] == "p1"
     assert all(r.verified for r in germany.requests + humans.requests + links.requests)
     assert other_ws.requests == []
+
+
+async def test_router_commits_what_it_routed_once_traffic_stops(kit: Kit, dispatcher: Any) -> None:
+    """Commits are coalesced (services.dispatcher.router.COMMIT_INTERVAL_S), and the last routed
+    batch is still committed when no more clicks come: the group's offsets reach the topic's end."""
+    ws = f"ws_{uuid.uuid4().hex[:6]}"
+    receiver = await kit.receiver()
+    sub_id, secret, record = new_sub(kit, receiver.url, workspace=ws)
+    receiver.secrets = [secret]
+    await kit.put(Topic.WEBHOOK_SUBSCRIPTIONS, record, sub_id)
+    await dispatcher(role="all")
+    clicks = [enriched(ws, code=f"c{i % 7}") for i in range(60)]
+    for click in clicks:
+        await kit.put(Topic.CLICKS_ENRICHED, click, click["link_id"])
+    await wait_until(lambda: len(receiver.events()) == len(clicks))
+
+    topic = name(Topic.CLICKS_ENRICHED, kit.common.topic_prefix)
+    tps = [TopicPartition(topic, p) for p in range(spec(Topic.CLICKS_ENRICHED).partitions)]
+    consumer = make_consumer(kit.common, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.common.bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        assert sum(ends.values()) == len(clicks)
+        deadline = time.monotonic() + 10
+        while True:
+            committed = await admin.list_consumer_group_offsets(f"{kit.common.topic_prefix}clickwire-router")
+            offsets = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+            if all(offsets.get(tp, 0) == end for tp, end in ends.items()):
+                break
+            assert time.monotonic() < deadline, f"committed {offsets}, ends {ends}"
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
+        await admin.close()
