@@ -135,12 +135,21 @@ def _java(s: StackSettings, main: str, *args: str, heap: bool = False) -> list[s
             f"-Dkafka.logs.dir={s.kafka_home / 'logs'}", main, *args]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id shaped like Kafka's Uuid.randomUuid().toString(): unpadded url-safe base64 of
+    16 random bytes, never starting with "-" (Kafka redraws those too: the storage tool would read
+    such an id as an option and fail, about one start in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def format_storage(s: StackSettings) -> bool:
     """Format KRaft storage once; True when it formatted."""
     if (s.kafka_home / "data" / "meta.properties").exists():
         return False
-    # Same shape as Kafka's Uuid.randomUuid().toString(): unpadded url-safe base64 of 16 bytes.
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     result = subprocess.run(  # noqa: S603
         _java(s, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(s.config_path)),
         capture_output=True, text=True, check=False,
