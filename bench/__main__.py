@@ -131,14 +131,19 @@ def summary(report: dict[str, Any]) -> list[str]:
         q = s["queryable_delay"]
         shown = f"{q.get('p50_s', 0):.2f} s / {q.get('p99_s', 0):.2f} s"
         rows.append(_row("sink", "click → queryable p50 / p99", shown, "", "p99 ≤ 2 s"))
-    for x, which in ((report.get("e2e"), "every service"), (report.get("e2e_path"), "the path's services only"),
-                     (report.get("e2e_low"), "every service")):
+    # The target is about the path (redirector, enricher, router, deliverer); the other two windows
+    # show what sharing the two cores with the sink and the patterns service costs, and the low rate.
+    target = "p50 ≤ 25 ms, p99 ≤ 100 ms at 1,000/s"
+    for x, which, row_target in (
+            (report.get("e2e_path"), "the path's services only (the target's measure)", target),
+            (report.get("e2e"), "every service, sharing the 2 cores with the sink and patterns", f"(context) {target}"),
+            (report.get("e2e_low"), "every service", "(context)")):
         if not x:
             continue
         rows.append(_row("end to end", f"click → webhook p50 / p99 at {x['rate']:,} clicks/s "
                          f"({x['achieved_rate']:,}/s achieved), {which}",
                          f"{x['p50_ms']:.0f} ms / {x['p99_ms']:.0f} ms",
-                         "Dub: up to 60 s", "p50 ≤ 25 ms, p99 ≤ 100 ms at 1,000/s"))
+                         "Dub: up to 60 s", row_target))
     dv = report.get("derived")
     if dv:
         for event_type in ("milestone.reached", "traffic.spike", "traffic.suspicious", "link.destination_failing",
