@@ -30,7 +30,7 @@ def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) ->
     dash_first = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # base64 of 0xF8... starts with "-"
     plain = uuid.UUID(bytes=bytes(range(16)))
     draws = iter([dash_first, plain])
-    monkeypatch.setattr(stack.uuid, "uuid4", lambda: next(draws))
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))  # the module clickwire.stack calls
     cluster_id = stack.new_cluster_id()
     assert cluster_id == base64.urlsafe_b64encode(plain.bytes).rstrip(b"=").decode()
     assert len(cluster_id) == 22
