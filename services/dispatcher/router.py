@@ -46,8 +46,8 @@ LINKS_DECODED_MAX = 4096  # decoded links kept for the clicks that keep coming t
 GRAVEYARD_MAX = 100_000  # deleted links remembered for link.deleted events still to route
 # Routed batches whose outbox writes are not yet acknowledged, before routing waits. At 1,000 clicks/s
 # a batch is a click or a few, and 4 capped routing at 4 batches per acknowledgement round trip.
-MAX_COMMITS_IN_FLIGHT = 32
-# Acknowledged offsets are committed at most this often (and on revocation and stop), one commit in
+MAX_ACKS_IN_FLIGHT = 32
+# Acknowledged offsets are committed at most this often by default (and on revocation and stop), one commit in
 # flight at a time. One commit per routed batch was ~360 OffsetCommit requests/s at 1,000 clicks/s, each
 # a write to __consumer_offsets on the broker and a socket write here. A crash re-routes at most this
 # much more; the re-sent deliveries carry the same event ids (receivers dedupe by webhook-id).
@@ -69,7 +69,8 @@ class _DrainCommits(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
 class Router:
     """Routes clicks and link events to the outbox for every matching subscription."""
 
-    def __init__(self, common: CommonSettings, subs: Subscriptions, producer: AIOKafkaProducer) -> None:
+    def __init__(self, common: CommonSettings, subs: Subscriptions, producer: AIOKafkaProducer, *,
+                 commit_interval_s: float = COMMIT_INTERVAL_S) -> None:
         prefix = common.topic_prefix
         self._common = common
         self._subs = subs
@@ -93,11 +94,12 @@ class Router:
         self.routed = 0
         self.written = 0
         # Per routed batch, a task that ends once its writes and every earlier batch's are acknowledged.
-        self._commits: deque[asyncio.Task[None]] = deque()
-        self._last_commit: asyncio.Task[None] | None = None
+        self._acking: deque[asyncio.Task[None]] = deque()
+        self._last_ack: asyncio.Task[None] | None = None
         self._acked: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
+        self._commit_interval_s = commit_interval_s
         self._committing: asyncio.Task[None] | None = None
-        self._committed_at = 0.0
+        self._committed_at = float("-inf")
         self._consumer: AIOKafkaConsumer | None = None
 
     def _link_changed(self, key: str, old: bytes | None, new: bytes | None) -> None:
@@ -123,7 +125,7 @@ class Router:
         try:
             while not stop.is_set():
                 self._check_commits()
-                self._maybe_commit(consumer)
+                self._maybe_commit()
                 batches = await consumer.getmany(timeout_ms=100, max_records=2000)
                 if not batches:
                     continue
@@ -135,12 +137,12 @@ class Router:
                     offsets[tp] = records[-1].offset + 1
                 # The next batch is routed while this one's writes are acknowledged: waiting here would
                 # add an acknowledgement round trip to every event.
-                self._commits.append(asyncio.create_task(self._ack_after(acks, offsets)))
-                while len(self._commits) > MAX_COMMITS_IN_FLIGHT:
-                    await self._commits.popleft()
+                self._acking.append(asyncio.create_task(self._ack_after(acks, offsets)))
+                while len(self._acking) > MAX_ACKS_IN_FLIGHT:
+                    await self._acking.popleft()
             await self.drain_commits()
         finally:
-            for task in self._commits:
+            for task in self._acking:
                 task.cancel()
             if self._committing is not None:
                 self._committing.cancel()
@@ -150,40 +152,42 @@ class Router:
     async def _ack_after(self, acks: list[asyncio.Future[Any]], offsets: dict[TopicPartition, int]) -> None:
         """Mark ``offsets`` committable once every write of their batch is acknowledged, after the
         batches before it."""
-        previous = self._last_commit
-        self._last_commit = asyncio.current_task()
+        previous = self._last_ack
+        self._last_ack = asyncio.current_task()
         if acks:
             await asyncio.gather(*acks)
         if previous is not None and not previous.done():
             await asyncio.shield(previous)  # offsets become committable in batch order
         self._acked.update(offsets)
 
-    def _maybe_commit(self, consumer: AIOKafkaConsumer) -> None:
-        """Commit what is acknowledged when COMMIT_INTERVAL_S has passed and no commit is in flight."""
-        if (self._acked and (self._committing is None or self._committing.done())
-                and time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S):
-            offsets, self._acked = self._acked, {}
-            self._committed_at = time.monotonic()
-            self._committing = asyncio.create_task(consumer.commit(offsets))
+    def _take_acked(self) -> dict[TopicPartition, int]:
+        offsets, self._acked = self._acked, {}
+        self._committed_at = time.monotonic()
+        return offsets
+
+    def _maybe_commit(self) -> None:
+        """Commit what is acknowledged once the commit interval has passed, if no commit is in flight
+        (_check_commits, called first, clears a finished one)."""
+        if (self._acked and self._committing is None and self._consumer is not None
+                and time.monotonic() - self._committed_at >= self._commit_interval_s):
+            self._committing = asyncio.create_task(self._consumer.commit(self._take_acked()))
 
     def _check_commits(self) -> None:
-        while self._commits and self._commits[0].done():
-            self._commits.popleft().result()  # an unacknowledged write stops the router
+        while self._acking and self._acking[0].done():
+            self._acking.popleft().result()  # an unacknowledged write stops the router
         if self._committing is not None and self._committing.done():
             committing, self._committing = self._committing, None
             committing.result()  # so does a failed commit
 
     async def drain_commits(self) -> None:
         """Wait for every batch routed so far to be acknowledged, then commit it."""
-        while self._commits:
-            await self._commits.popleft()
+        while self._acking:
+            await self._acking.popleft()
         if self._committing is not None:
             committing, self._committing = self._committing, None
             await committing
         if self._acked and self._consumer is not None:
-            offsets, self._acked = self._acked, {}
-            await self._consumer.commit(offsets)
-            self._committed_at = time.monotonic()
+            await self._consumer.commit(self._take_acked())
 
     async def _route(self, record: Any, acks: list[asyncio.Future[Any]]) -> None:
         try:

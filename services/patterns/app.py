@@ -32,13 +32,12 @@ import faust
 import orjson
 import structlog
 from aiokafka.admin import NewTopic
-from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT, StreamT
 from mode.utils.times import want_seconds
 from prometheus_client import Counter, Histogram
 
 from clickwire.codec import CodecError, codec_for
-from clickwire.kafka import BULK_FETCH
+from clickwire.kafka import BULK_FETCH, key_partitioner
 from clickwire.topics import Topic, name
 from services.enricher.app import _App as FaustApp  # faust.App with a configurable fetch wait
 from services.patterns import destinations as dest
@@ -64,11 +63,6 @@ def _json_schema() -> faust.Schema:  # type: ignore[type-arg]
     return faust.Schema(key_serializer="json", value_serializer="json")
 
 
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (as the API's producer does)."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
 class PatternsApp:
     """The Faust app, its tables and the state the CLI's health check reads."""
 
@@ -82,6 +76,8 @@ class PatternsApp:
         self.derived_topic = name(Topic.EVENTS_DERIVED, common.topic_prefix)
         self.links_topic_name = name(Topic.LINKS, common.topic_prefix)
         self.link_partitions = link_partitions
+        # The partition the API's producer put a link on (clickwire.kafka.key_partitioner, per key).
+        self._link_partition = key_partitioner(list(range(link_partitions)))
         self.app = FaustApp(
             settings.faust_id,
             broker=[f"kafka://{host}" for host in common.kafka_bootstrap],
@@ -304,7 +300,7 @@ class PatternsApp:
 
     def _active(self, key: str) -> bool:
         # Each worker checks the links of the links partitions it owns, so links are checked once.
-        tp = TP(self.links_topic_name, partition_for(key, self.link_partitions))
+        tp = TP(self.links_topic_name, self._link_partition(key.encode()))
         return tp in self.app.assignor.assigned_actives()
 
     async def check_destinations(self, client: Any, stop: asyncio.Event) -> None:
