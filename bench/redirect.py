@@ -21,7 +21,15 @@ scheduled send time (coordinated omission corrected, as wrk2 does, so it include
 own timer lateness) and from the moment the request was written (what wrk reports, the figure the
 p99 target is read on), with the achieved rate and the generator's CPU. vegeta, used before, took
 1.2 of the 2 cores at 20,000/s (nginx's p99 read 5.2 ms under it); the pacer takes about 0.2.
-Without Go, or when the build fails, the paced rows say "not measured" and why.
+Without Go, or when the build fails, the paced rows say "not measured" and why. As many paced
+rounds as wrk rounds, in turns, for all three servers; each paced row is the round with the median p99.
+
+CPUs: with two or more, the servers under test get CPU 0 to themselves and everything else (this
+script, wrk, the pacer and the local stack's Kafka broker) gets the others, the same for nginx and
+the redirector. wrk's guidance is to keep the load generator off the server's cores, and in
+production the broker runs on machines of its own; unpinned, on a 2-core machine the broker and the
+generator take turns on the server's core, and the server's p99 and throughput measure those
+neighbours (docs/performance.md has both). ``--no-pin`` measures unpinned.
 """
 
 from __future__ import annotations
@@ -163,7 +171,7 @@ def paced(tool: Path, port: int, *, rate: int, duration: int, pid: int) -> dict[
             "generator_cores": out["cpu_seconds"] / duration}
 
 
-def _nginx(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+def _nginx(tmp: Path, port: int, cpus: set[int] | None = None) -> subprocess.Popen[bytes]:
     conf = tmp / "nginx.conf"
     conf.write_text(f"""worker_processes 1;
 daemon off;
@@ -179,7 +187,7 @@ http {{
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     return subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=_on_cpus(cpus))
 
 
 async def _setup_topics(common: CommonSettings) -> None:
@@ -196,13 +204,43 @@ async def _setup_topics(common: CommonSettings) -> None:
         await producer.stop()
 
 
-def _redirector(common: CommonSettings, home: Path, port: int, publish: bool) -> subprocess.Popen[bytes]:
+def _cpu_layout(pin: bool) -> tuple[set[int], set[int]] | None:
+    """(server CPUs, everything else's CPUs), or None when not pinning."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Move every thread of `pid` to `cpus` (threads and processes it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except (ProcessLookupError, PermissionError):
+            continue  # a thread that just ended
+
+
+def _local_broker_pid(common: CommonSettings) -> int | None:
+    from clickwire import procs, stack
+
+    managed = procs.read(common.home, stack.BROKER)
+    return managed.pid if managed is not None else None
+
+
+def _on_cpus(cpus: set[int] | None) -> Any:
+    """A preexec_fn that moves the child to `cpus` before it execs (its threads and workers inherit it)."""
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
+def _redirector(common: CommonSettings, home: Path, port: int, publish: bool,
+                cpus: set[int] | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKWIRE_")}
     env |= {"CLICKWIRE_KAFKA_BOOTSTRAP": common.bootstrap, "CLICKWIRE_TOPIC_PREFIX": common.topic_prefix,
             "CLICKWIRE_HOME": str(home), "CLICKWIRE_REDIRECTOR_PORT": str(port),
             "CLICKWIRE_REDIRECTOR_PUBLISH": "true" if publish else "false", "CLICKWIRE_LOG_LEVEL": "warning"}
     return subprocess.Popen([sys.executable, "-m", "clickwire", "redirector"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_on_cpus(cpus))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -230,8 +268,14 @@ def _median_row(runs: list[dict[str, float]]) -> dict[str, Any]:
     return {**{k: statistics.median(r[k] for r in runs) for k in keys}, "runs": runs}
 
 
+def _median_paced(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The paced round with the median p99 (its other figures come with it), plus every round."""
+    middle = sorted(runs, key=lambda r: r["p99_ms"])[len(runs) // 2]
+    return {**middle, "runs": runs}
+
+
 def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connections: int = 64,
-        rate: int = 20_000) -> None:
+        rate: int = 20_000, pin: bool = True) -> None:
     """Benchmark nginx and the redirector without and with publishing; fill `report`, print a table."""
     _ensure_tools()
     tool, why_not = pacer()
@@ -239,6 +283,27 @@ def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connectio
     common = replace(common, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
     asyncio.run(_setup_topics(common))
     report["redirect_loadavg_before"] = os.getloadavg()
+    layout = _cpu_layout(pin)
+    every_cpu = os.sched_getaffinity(0)
+    broker = _local_broker_pid(common) if layout is not None else None
+    report["redirect_cpus"] = {"servers": sorted(layout[0]), "others": sorted(layout[1]),
+                               "broker_pinned": broker is not None} if layout is not None else None
+    try:
+        if layout is not None:
+            os.sched_setaffinity(0, layout[1])  # this script, wrk and the pacer
+            if broker is not None:
+                _pin(broker, layout[1])
+        _measure(report, common, tool, layout[0] if layout is not None else None,
+                 duration=duration, rounds=rounds, connections=connections, rate=rate)
+    finally:
+        os.sched_setaffinity(0, every_cpu)
+        if broker is not None:
+            _pin(broker, every_cpu)
+    _print(report, tool, why_not, duration=duration, rounds=rounds, connections=connections, rate=rate)
+
+
+def _measure(report: dict[str, Any], common: CommonSettings, tool: Path | None, server_cpus: set[int] | None, *,
+             duration: int, rounds: int, connections: int, rate: int) -> None:
     runs: dict[str, list[dict[str, float]]] = {NGINX: [], OFF: [], ON: []}
     rows: dict[str, dict[str, Any]] = {}
     procs: list[subprocess.Popen[bytes]] = []
@@ -248,9 +313,9 @@ def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connectio
         script.write_text(f'wrk.headers["Host"] = "{HOST}"\n')
         try:
             ports = {label: _free_port() for label in runs}
-            procs.append(nginx := _nginx(tmp, ports[NGINX]))
-            procs.append(_redirector(common, tmp / "home-off", ports[OFF], publish=False))
-            procs.append(on := _redirector(common, tmp / "home-on", ports[ON], publish=True))
+            procs.append(nginx := _nginx(tmp, ports[NGINX], server_cpus))
+            procs.append(_redirector(common, tmp / "home-off", ports[OFF], publish=False, cpus=server_cpus))
+            procs.append(on := _redirector(common, tmp / "home-on", ports[ON], publish=True, cpus=server_cpus))
             pids = {NGINX: nginx.pid, OFF: procs[1].pid, ON: on.pid}
             _wait_port(ports[NGINX])
             _health(ports[OFF])
@@ -267,30 +332,51 @@ def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connectio
                                            connections=connections, script=script, pid=pids[label]))
             rows = {label: _median_row(r) for label, r in runs.items()}
             if tool is not None:
-                for label in (NGINX, ON):
-                    rows[f"{label}, paced {rate // 1000}k/s"] = paced(
-                        tool, ports[label], rate=rate, duration=duration, pid=pids[label])
+                # As many paced rounds as wrk rounds, in turns; each row is the median round by p99.
+                paced_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+                for i in range(rounds):
+                    for label in labels[i % 3:] + labels[: i % 3]:
+                        paced_runs[label].append(paced(tool, ports[label], rate=rate, duration=duration,
+                                                       pid=pids[label]))
+                for label, measured in paced_runs.items():
+                    rows[f"{label}, paced {rate // 1000}k/s"] = _median_paced(measured)
             deadline = time.monotonic() + 30
             health = _health(ports[ON])
             while (health["queued"] or health["spool_bytes"]) and time.monotonic() < deadline:
                 time.sleep(0.2)
                 health = _health(ports[ON])
             report["redirect_published"] = health["published"]
+            # Clicks that took the spool path (a full queue or a failed send) instead of going
+            # straight to Kafka: each costs an extra write, read and decode in the server.
+            metrics = httpx.get(f"http://127.0.0.1:{ports[ON]}/_/metrics", timeout=5).text
+            found = re.search(r"^clickwire_redirector_spooled_total ([0-9.e+]+)$", metrics, re.MULTILINE)
+            report["redirect_spooled"] = int(float(found.group(1))) if found else None
         finally:
             for proc in procs:
                 _stop(proc)
 
     per_round = list(zip(runs[NGINX], runs[OFF], runs[ON], strict=True))
+    report["redirect_rounds"] = [{"nginx": n["rps"], "off": off["rps"], "on": on["rps"]} for n, off, on in per_round]
     report["redirect"] = rows
     report["redirect_vs_nginx"] = statistics.median(on["rps"] / n["rps"] for n, _, on in per_round)
     report["redirect_off_vs_nginx"] = statistics.median(off["rps"] / n["rps"] for n, off, _ in per_round)
     report["redirect_publish_cost"] = statistics.median(1 - on["rps"] / off["rps"] for _, off, on in per_round)
-    report["redirect_paced"] = {"measured": tool is not None, "why_not": why_not, "rate": rate}
+    report["redirect_paced"] = {"measured": tool is not None, "rate": rate}
     report["redirect_loadavg_after"] = os.getloadavg()
 
+
+def _print(report: dict[str, Any], tool: Path | None, why_not: str | None, *, duration: int, rounds: int,
+           connections: int, rate: int) -> None:
+    rows: dict[str, dict[str, Any]] = report["redirect"]
+    report["redirect_paced"]["why_not"] = why_not
+    per_round = report["redirect_rounds"]
     nginx_rps = rows[NGINX]["rps"]
+    cpus = report["redirect_cpus"]
+    placement = (f"servers on CPU {','.join(map(str, cpus['servers']))}, generators"
+                 f"{' and broker' if cpus['broker_pinned'] else ''} on {','.join(map(str, cpus['others']))}"
+                 if cpus else "not pinned")
     print(f"\nRedirect (wrk -t1 -c{connections} -d{duration}s, 1 worker each, median of {rounds} rounds; "
-          f"load average {' '.join(f'{x:.1f}' for x in report['redirect_loadavg_before'])})")
+          f"{placement}; load average {' '.join(f'{x:.1f}' for x in report['redirect_loadavg_before'])})")
     print(f"{'server':46} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'vs nginx':>9}")
     for label, row in rows.items():
         print(f"{label:46} {row['rps']:>10,.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
@@ -303,10 +389,11 @@ def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connectio
                   + (f", errors {row['errors'][:3]}" if row["errors"] else ""))
     if tool is None:
         print(f"p99 at {rate:,} req/s: not measured ({why_not})")
-    ratios = ", ".join(f"{on['rps'] / n['rps']:.2f}" for n, _, on in per_round)
+    ratios = ", ".join(f"{r['on'] / r['nginx']:.2f}" for r in per_round)
     print(f"publishing vs nginx {report['redirect_vs_nginx']:.2f} (per round {ratios}); without publishing "
           f"{report['redirect_off_vs_nginx']:.2f}; publishing costs {report['redirect_publish_cost']:.0%}; "
-          f"{report['redirect_published']:,} clicks acknowledged by Kafka")
+          f"{report['redirect_published']:,} clicks acknowledged by Kafka, {report['redirect_spooled']} of them "
+          f"through the spool")
 
 
 if __name__ == "__main__":
@@ -315,5 +402,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=20_000)
+    parser.add_argument("--no-pin", action="store_true", help="leave every process on every CPU")
     args = parser.parse_args()
-    run({}, duration=args.duration, rounds=args.rounds, connections=args.connections, rate=args.rate)
+    run({}, duration=args.duration, rounds=args.rounds, connections=args.connections, rate=args.rate,
+        pin=not args.no_pin)

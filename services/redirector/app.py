@@ -1,4 +1,4 @@
-"""The redirect hot path: an RSGI app (granian) answering GET/HEAD /{code} by Host.
+"""The redirect hot path: the handler http1.HTTPServer calls for each request, GET/HEAD /{code} by Host.
 
 Per request: check sizes and the code's syntax, find the link by (host, code), `decide()` the
 answer, send it, then hand one captured click to the publisher (which never waits for Kafka, and
@@ -37,6 +37,7 @@ from uuid_utils import uuid7
 from clickwire.codes import valid_code
 from clickwire.observability import metrics_response
 from services.redirector.decide import RequestFacts, country_from_header, decide, ready_answer
+from services.redirector.http1 import Request, Responder
 from services.redirector.publisher import ClickPublisher
 from services.redirector.table import LinkTable
 
@@ -74,7 +75,7 @@ def normalize_host(raw: str | None) -> str | None:
 
 
 class RedirectApp:
-    """The RSGI application: redirects, pages, click hand-over, /_/health and /_/metrics."""
+    """The request handler: redirects, pages, click hand-over, /_/health and /_/metrics."""
 
     def __init__(self, table: LinkTable, counts: dict[str, int], *,
                  publisher: ClickPublisher | None, domains: tuple[str, ...] = (),
@@ -91,17 +92,15 @@ class RedirectApp:
         self._trusted = bool(trusted_proxies)
         self._trust_country = trust_country_header
         self._health = health or (lambda: {"ok": True})
-        self._hosts: dict[str, str] = {}
+        self._hosts: dict[str | None, str] = {}
 
     def _serves(self, host: str) -> bool:
         if self._domains:
             return host in self._domains
         return self._served(host) if self._served is not None else True
 
-    async def __rsgi__(self, scope: Any, proto: Any) -> None:
-        """Answer one HTTP request."""
-        if scope.proto != "http":
-            return
+    def __call__(self, scope: Request, proto: Responder) -> None:
+        """Answer one HTTP request (synchronously: nothing on this path waits)."""
         path: str = scope.path
         query: str = scope.query_string
         method: str = scope.method
@@ -142,7 +141,7 @@ class RedirectApp:
                     return None
         return self._slow(scope, proto, path, query, method)
 
-    def _slow(self, scope: Any, proto: Any, path: str, query: str, method: str) -> None:
+    def _slow(self, scope: Request, proto: Responder, path: str, query: str, method: str) -> None:
         """Every check, lookup and decide(); remembers the ready answer of a plain link."""
         if len(path) > MAX_PATH or len(query) > MAX_QUERY:
             return self._refuse(proto, 414, "uri_too_long", "URI too long\n")
@@ -213,11 +212,11 @@ class RedirectApp:
                     self._hosts[raw_host] = host
         return None
 
-    def _refuse(self, proto: Any, status: int, reason: str, text: str) -> None:
+    def _refuse(self, proto: Responder, status: int, reason: str, text: str) -> None:
         REFUSED.labels(reason).inc()
         proto.response_str(status, _TEXT, text)
 
-    def _internal(self, path: str, method: str, proto: Any) -> None:
+    def _internal(self, path: str, method: str, proto: Responder) -> None:
         if method not in ("GET", "HEAD"):
             proto.response_str(405, [*_TEXT, ("allow", "GET, HEAD")], "method not allowed\n")
         elif path == "/_/health":

@@ -1,30 +1,29 @@
 """One redirector worker's life: load links, start the publisher, serve, drain on stop.
 
-The HTTP server is granian's embedded RSGI server running on this process's own event loop, so
-the link followers, the publisher and the redirect handler share one loop and one LinkTable
-(docs/performance.md has the measurements that chose it over uvicorn). Several workers are several
-processes (see cli.py), each bound to the same port with SO_REUSEPORT, each with its own spool.
+The HTTP server (http1.py: httptools on this process's own uvloop) answers each request on the
+event loop's thread, so the link followers, the publisher and the redirect handler share one loop and
+one LinkTable (docs/performance.md has the measurements that chose it over granian and uvicorn).
+Several workers are several processes (see cli.py), each bound to the same port with SO_REUSEPORT,
+each with its own spool.
 
-Stop order on SIGTERM: stop accepting (granian closes the listener and finishes in-flight
-requests), then drain the publisher's queue and spool within CLICKWIRE_REDIRECTOR_DRAIN_S (what
+Stop order on SIGTERM: stop accepting (close the listener and idle connections, let requests whose
+head is still arriving finish), then drain the publisher's queue and spool within CLICKWIRE_REDIRECTOR_DRAIN_S (what
 cannot be sent stays in the spool for the next start), then stop following the topics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 import structlog
-from granian.constants import Interfaces
-from granian.http import HTTP1Settings
-from granian.server.embed import Server
 
 from clickwire.codec import codec_for
+from clickwire.errors import StartupError
 from clickwire.topics import Topic
 from services.redirector.app import RedirectApp
+from services.redirector.http1 import HTTPServer
 from services.redirector.links import LinkFeeds
 from services.redirector.publisher import ClickPublisher
 from services.redirector.rawclick import Finisher
@@ -48,8 +47,7 @@ async def serve(settings: RedirectorSettings, stop: asyncio.Event, *, worker: in
     if leftover:
         log.warning("spool holds clicks from an earlier run; replaying", bytes=leftover)
     publisher: ClickPublisher | None = None
-    server: Server | None = None
-    serving: asyncio.Task[None] | None = None
+    server: HTTPServer | None = None
     started = time.monotonic()
     try:
         await feeds.start()
@@ -76,25 +74,18 @@ async def serve(settings: RedirectorSettings, stop: asyncio.Event, *, worker: in
             trusted_proxies=settings.trusted_proxies, trust_country_header=settings.trust_country_header,
             health=health,
         )
-        server = Server(
-            app, address=settings.host, port=settings.port, interface=Interfaces.RSGI,
-            websockets=False, log_enabled=False, backlog=2048,
-            # Not task_impl=TaskImpl.rust (~9% less CPU per request in a bare test): its placeholder
-            # task breaks asyncio's shutdown ("Future object is not initialized", exit status 1).
-            # Headers over 16 KiB are refused by granian before they reach the app.
-            http1_settings=HTTP1Settings(max_buffer_size=16384, header_read_timeout=10_000),
-        )
-        serving = asyncio.create_task(server.serve(), name="http")
+        server = HTTPServer(app)
+        try:
+            await server.start(settings.host, settings.port, reuse_port=settings.workers > 1)
+        except OSError as e:
+            raise StartupError(f"cannot listen on {settings.host}:{settings.port} "
+                               f"(CLICKWIRE_REDIRECTOR_HOST / CLICKWIRE_REDIRECTOR_PORT): {e.strerror or e}") from e
         log.info("redirector serving", host=settings.host, port=settings.port, worker=worker,
                  links=len(feeds.table), publish=settings.publish, instance=instance)
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+        await stop.wait()
     finally:
-        if server is not None and serving is not None:
-            server.stop()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(serving, 10)
+        if server is not None:
+            await server.stop(grace_s=1.0)  # a request head arrives in one packet; slower ones are cut
         if publisher is not None:
             await publisher.stop(settings.drain_s)
         await spool.close()

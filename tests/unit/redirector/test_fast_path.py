@@ -15,6 +15,7 @@ from services.redirector import app as app_module
 from services.redirector import table as table_module
 from services.redirector.app import RedirectApp
 from services.redirector.decide import FOREVER_MS, Decision, RequestFacts, decide, ready_answer
+from services.redirector.http1 import Headers, Request
 from services.redirector.rawclick import Captured, Finisher, RawClick
 from services.redirector.table import Answer, HotLink, LinkTable
 
@@ -99,29 +100,14 @@ def test_links_whose_answer_can_vary_have_no_ready_answer(link: Link) -> None:
     assert ready_answer(_hot(link), NOW) is None
 
 
-# -- the app, with an RSGI scope and protocol of our own ---------------------------------------
+# -- the app, with requests as the server parses them and a recording responder ----------------
 
 
-class Headers(dict[str, str]):
-    """RSGI headers; `bad` names headers whose value is not valid UTF-8 (granian raises on get)."""
-
-    def __init__(self, values: dict[str, str], bad: tuple[str, ...] = ()) -> None:
-        super().__init__(values)
-        self.bad = bad
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.bad:
-            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
-        return super().get(key, default)
-
-
-class Scope:
-    proto = "http"
-    authority = None
-
-    def __init__(self, path: str, headers: Headers, method: str = "GET", query: str = "",
-                 client: str = "203.0.113.9:50123") -> None:
-        self.path, self.headers, self.method, self.query_string, self.client = path, headers, method, query, client
+def _request(path: str, headers: dict[str, str], bad: tuple[str, ...] = (), method: str = "GET", query: str = "",
+             client: str = "203.0.113.9:50123") -> Request:
+    """A request as http1.Connection builds it; `bad` names headers whose value was not UTF-8."""
+    values = Headers(headers, frozenset(bad)) if bad else headers
+    return Request(method, path, query, values, None, client)
 
 
 class Proto:
@@ -176,9 +162,7 @@ class Harness:
     def get(self, path: str = "/spring", host: str = HOST, **kw: Any) -> tuple[int, dict[str, str], Any]:
         proto = Proto()
         values = {"host": host, **kw.pop("headers", {})}
-        coro = self.app.__rsgi__(Scope(path, Headers(values, kw.pop("bad", ())), **kw), proto)
-        with pytest.raises(StopIteration):
-            coro.send(None)
+        self.app(_request(path, values, kw.pop("bad", ()), **kw), proto)
         (sent,) = proto.sent
         return sent
 
