@@ -131,7 +131,7 @@ class RedirectApp:
                         and (referer is None or len(referer) <= MAX_HEADER)
                         and (accept_language is None or len(accept_language) <= MAX_HEADER)):
                     click_id = str(uuid7())
-                    proto.response_empty(answer.status, [*answer.headers, ("x-click-id", click_id)])
+                    proto.response_prepared(b"%sx-click-id: %s\r\n" % (answer.head, click_id.encode()))
                     if self._submit is not None:
                         self._submit(answer.key, (
                             click_id, now_ms, answer.link_id, answer.workspace_id, host, path[1:], method,

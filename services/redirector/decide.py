@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from clickwire.links import RuleCondition
 from services.redirector import pages
+from services.redirector.http1 import encode_head
 from services.redirector.table import Answer, HotLink
 
 PERMANENT_MAX_AGE_S: Final = 90
@@ -179,7 +180,12 @@ def ready_answer(link: HotLink, now_ms: int) -> Answer | None:
     d = decide(link, RequestFacts(), now_ms, {})
     if d.location is None:
         return None
-    return Answer(d.status, d.headers, d.location, link.link_id.encode(), link.link_id, link.workspace_id, until)
+    try:
+        head = encode_head(d.status, d.headers)
+    except ValueError:
+        return None  # the slow path refuses to write it
+    return Answer(d.status, d.headers, d.location, link.link_id.encode(), link.link_id, link.workspace_id, until,
+                  head)
 
 
 def _page(status: int, body: bytes, outcome: str) -> Decision:

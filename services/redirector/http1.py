@@ -24,7 +24,8 @@ What this server does, and nothing more:
   handler answers 400), exactly like headers it never reads cost nothing.
 
 The handler is called as ``handler(request, connection)`` and must answer synchronously through one
-of ``response_empty``, ``response_bytes`` or ``response_str`` on the connection.
+of ``response_empty``, ``response_bytes``, ``response_str`` or ``response_prepared`` (a head made
+once by ``encode_head``) on the connection.
 """
 
 from __future__ import annotations
@@ -48,7 +49,18 @@ HEADER_TIMEOUT_S: Final = 10.0
 KEEPALIVE_TIMEOUT_S: Final = 75.0
 
 _STATUS_LINES: Final = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
-_REFUSAL_HEADERS: Final = "content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+_REFUSAL_HEADERS: Final = b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+
+
+def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
+    """A status line and header lines, encoded once for ``Connection.response_prepared``.
+
+    Raises ValueError for a header name or value with a line break (header injection).
+    """
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
+        raise ValueError("a header name or value holds a line break")
+    return f"{_STATUS_LINES[status]}{lines}".encode()
 
 
 class Headers(dict[str, str]):
@@ -87,6 +99,7 @@ class Responder(Protocol):
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None: ...
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
     def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None: ...
+    def response_prepared(self, head: bytes) -> None: ...
 
 
 Handler = Callable[[Request, Responder], None]
@@ -233,20 +246,30 @@ class Connection(asyncio.Protocol):
     def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
         self._write(status, headers, body.encode())
 
-    def _write(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def response_prepared(self, head: bytes) -> None:
+        """Answer with no body, from a status line and headers made by encode_head() (the fast path:
+        no formatting per request; the connection adds Date, Content-Length and a close if needed)."""
         if self._transport is None or self._answered:
             return
         self._answered = True
-        lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
-        if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
+        if self._keep_alive and not self._server.closing:
+            self._transport.write(head + self._server.empty_tail)
+        else:
+            self._transport.write(head + b"connection: close\r\n" + self._server.empty_tail)
+
+    def _write(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if self._transport is None or self._answered:
+            return
+        try:
+            head = encode_head(status, headers)
+        except ValueError:
             log.error("refusing to write a header with a line break", status=status)
-            self._answered = False
             self._refuse(500)
             return
-        close = "" if self._keep_alive and not self._server.closing else "connection: close\r\n"
-        head = (f"{_STATUS_LINES[status]}{lines}{close}{self._server.date}"
-                f"content-length: {len(body)}\r\n\r\n")
-        self._transport.write(head.encode() + body if body else head.encode())
+        self._answered = True
+        close = b"" if self._keep_alive and not self._server.closing else b"connection: close\r\n"
+        self._transport.write(b"%s%s%scontent-length: %d\r\n\r\n%s"
+                              % (head, close, self._server.date, len(body), body))
 
     def _refuse(self, status: int) -> None:
         """Answer a request the server itself rejects, then close the connection."""
@@ -255,9 +278,8 @@ class Connection(asyncio.Protocol):
         if not self._answered:
             self._answered = True
             body = f"{HTTPStatus(status).phrase.lower()}\n".encode()
-            self._transport.write(
-                f"{_STATUS_LINES[status]}{_REFUSAL_HEADERS}{self._server.date}"
-                f"content-length: {len(body)}\r\n\r\n".encode() + body)
+            self._transport.write(b"%s%s%scontent-length: %d\r\n\r\n%s" % (
+                _STATUS_LINES[status].encode(), _REFUSAL_HEADERS, self._server.date, len(body), body))
         self.close()
 
     def close(self) -> None:
@@ -277,7 +299,8 @@ class HTTPServer:
         self.connections: set[Connection] = set()
         self.closing = False
         self.now = time.monotonic()
-        self.date = ""
+        self.date = b""
+        self.empty_tail = b""  # Date and a zero Content-Length, then the blank line
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._tick()
@@ -318,7 +341,8 @@ class HTTPServer:
     def _tick(self) -> None:
         """Refresh the cached clock and Date header; close connections past their deadline."""
         self.now = time.monotonic()
-        self.date = f"date: {formatdate(usegmt=True)}\r\n"
+        self.date = f"date: {formatdate(usegmt=True)}\r\n".encode()
+        self.empty_tail = self.date + b"content-length: 0\r\n\r\n"
         for conn in [c for c in self.connections if c.deadline < self.now]:
             conn.close()
 

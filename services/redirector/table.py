@@ -81,6 +81,7 @@ class Answer(NamedTuple):
     link_id: str
     workspace_id: str
     valid_until: int
+    head: bytes  # status line and headers on the wire (http1.encode_head), written as they are
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,12 @@ class Proto:
     def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
         self.sent.append((status, dict(headers), body))
 
+    def response_prepared(self, head: bytes) -> None:
+        """The fast path's pre-encoded head, read back into (status, headers) to compare with the slow path."""
+        status_line, *lines = head.decode().split("\r\n")
+        assert lines[-1] == ""  # every header line ends with CRLF
+        self.sent.append((int(status_line.split(" ")[1]), dict(line.split(": ", 1) for line in lines[:-1]), None))
+
 
 class Publisher:
     def __init__(self) -> None:
@@ -287,7 +293,7 @@ def test_answer_cache_is_bounded_and_evicts_the_oldest(monkeypatch: pytest.Monke
     """remember() keeps at most ANSWERS_MAX answers, dropping the oldest first."""
     monkeypatch.setattr(table_module, "ANSWERS_MAX", 2)
     table = LinkTable()
-    answer = Answer(302, (), "https://a.example/", b"k", "k", "w", FOREVER_MS)
+    answer = Answer(302, (), "https://a.example/", b"k", "k", "w", FOREVER_MS, b"HTTP/1.1 302 Found\r\n")
     for code in ("a", "b", "a", "c"):
         table.remember(HOST, code, answer)
     assert list(table.answers) == [(HOST, "b"), (HOST, "c")]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.redirector.http1 import MAX_BODY, Connection, HTTPServer, Request, Responder
+from services.redirector.http1 import MAX_BODY, Connection, HTTPServer, Request, Responder, encode_head
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -133,6 +133,9 @@ async def test_absolute_form_gives_path_query_and_authority(server: tuple[HTTPSe
     (b"GET /a HTTP/1.1\r\nHost: h\r\nHost: evil\r\n\r\n", 400),
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET /a HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n", 400),
+    # request smuggling shapes: the parser is strict (llhttp without leniencies)
+    (b"GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
     (b"GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: " + str(MAX_BODY + 1).encode() + b"\r\n\r\n"
      + b"x" * (MAX_BODY + 1), 413),
 ])
@@ -224,3 +227,12 @@ async def _wait_for(condition: Any, within_s: float = 5.0) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+def test_encode_head_refuses_header_injection() -> None:
+    """A line break in a header (a destination someone smuggled one into) is never written."""
+    assert encode_head(302, [("location", "https://a.example/")]) == \
+        b"HTTP/1.1 302 Found\r\nlocation: https://a.example/\r\n"
+    for bad in ("https://a.example/\r\nset-cookie: x=1", "https://a.example/\nx", "https://a.example/\rx"):
+        with pytest.raises(ValueError, match="line break"):
+            encode_head(302, [("location", bad)])
