@@ -18,11 +18,11 @@ not leak.
 
 Ready answers: most clicks go to plain links (no routing rules, no bot policy, no click cap), whose
 answer does not depend on the request. The redirector keeps the ready answer of such a link
-(:class:`Answer`: status, response headers, what the click record needs) in a bounded cache here, so
-a click on it skips decoding the record and `decide()`. Precomputing one for every link would cost
-~700 bytes a link (bench/link_memory.py); the cache holds at most ANSWERS_MAX (~11 MiB), evicting the
-oldest entry first (a hot link evicted comes back on its next click). Every upsert and remove drops the
-link's entry, so an answer never outlives the record it came from.
+(:class:`Answer`: status, response headers and their encoded form, what the click record needs) in a
+bounded cache here, so a click on it skips decoding the record and `decide()`. Precomputing one for
+every link would cost ~920 bytes a link (bench/link_memory.py); the cache holds at most ANSWERS_MAX
+(~14 MiB), evicting the oldest entry first (a hot link evicted comes back on its next click). Every
+upsert and remove drops the link's entry, so an answer never outlives the record it came from.
 """
 
 from __future__ import annotations
