@@ -127,6 +127,7 @@ class Connection(asyncio.Protocol):
         self._body = 0
         self._keep_alive = True
         self._answered = False
+        self._closing = False
         self.busy = False  # inside a request (first byte seen, answer not yet written)
         self.deadline = 0.0
 
@@ -145,6 +146,8 @@ class Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -205,6 +208,8 @@ class Connection(asyncio.Protocol):
             raise _Refuse(413)
 
     def on_message_complete(self) -> None:
+        if self._closing:
+            return  # pipelined behind a request that closed the connection: not answered, not a click
         url = self._url
         authority = None
         if url[:1] != b"/":  # absolute form (RFC 9112 3.2.2) or '*': use its path, keep its authority
@@ -283,6 +288,7 @@ class Connection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        self._closing = True
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 

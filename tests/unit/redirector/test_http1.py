@@ -119,6 +119,22 @@ async def test_connection_close_and_http10_close_after_the_answer(server: tuple[
     assert closed
 
 
+async def test_nothing_after_a_closing_request_is_answered(server: tuple[HTTPServer, Recorder]) -> None:
+    """Requests pipelined behind `Connection: close` get no answer and reach no handler (no click).
+
+    Two things hold it: llhttp (strict) refuses data after a closing message, and the connection
+    ignores anything parsed once it is closing. Either alone passes this test."""
+    srv, handler = server
+    reader, writer = await _connect(srv)
+    writer.write(b"GET /first HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                 b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+    status, headers, _ = await _answer(reader)
+    assert (status, headers["location"]) == (302, "https://example.com/first")
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert [r.path for r in handler.requests] == ["/first"]
+    writer.close()
+
+
 async def test_absolute_form_gives_path_query_and_authority(server: tuple[HTTPServer, Recorder]) -> None:
     srv, handler = server
     (status, _, _), _ = await _one(srv, b"GET http://go.example/abc?x=1 HTTP/1.1\r\nHost: go.example\r\n\r\n")
