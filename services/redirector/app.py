@@ -20,7 +20,7 @@ alphabet): ``GET /_/health`` (JSON, 200 while serving) and ``GET /_/metrics`` (P
 Bad input is always a 4xx, never a 5xx: 414 for a path or query over 2 KiB / 4 KiB, 400 for a code
 with characters outside [A-Za-z0-9_-] (control characters, '..', '%2F', extra '/'), 400 for a
 header that is not valid text or is longer than 4 KiB, 421 for a Host this redirector does not
-serve, 405 for other methods. Oversized header blocks are refused by granian itself (431/400).
+serve, 405 for other methods. Request heads over 16 KiB are refused by the server itself (431, http1.py).
 """
 
 from __future__ import annotations
