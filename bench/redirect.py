@@ -48,11 +48,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -268,6 +270,12 @@ def _median_row(runs: list[dict[str, float]]) -> dict[str, Any]:
     return {**{k: statistics.median(r[k] for r in runs) for k in keys}, "runs": runs}
 
 
+def _in_turns(labels: list[str], rounds: int) -> Iterator[str]:
+    """Each label once per round, the order rotating from round to round."""
+    for i in range(rounds):
+        yield from labels[i % len(labels):] + labels[: i % len(labels)]
+
+
 def _median_paced(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The paced round with the median p99 (its other figures come with it), plus every round."""
     middle = sorted(runs, key=lambda r: r["p99_ms"])[len(runs) // 2]
@@ -295,11 +303,12 @@ def run(report: dict[str, Any], *, duration: int = 8, rounds: int = 3, connectio
                 _pin(broker, layout[1])
         _measure(report, common, tool, layout[0] if layout is not None else None,
                  duration=duration, rounds=rounds, connections=connections, rate=rate)
+        report["redirect_paced"] = {"measured": tool is not None, "why_not": why_not, "rate": rate}
     finally:
         os.sched_setaffinity(0, every_cpu)
         if broker is not None:
             _pin(broker, every_cpu)
-    _print(report, tool, why_not, duration=duration, rounds=rounds, connections=connections, rate=rate)
+    _print(report, duration=duration, rounds=rounds, connections=connections)
 
 
 def _measure(report: dict[str, Any], common: CommonSettings, tool: Path | None, server_cpus: set[int] | None, *,
@@ -326,18 +335,15 @@ def _measure(report: dict[str, Any], common: CommonSettings, tool: Path | None, 
             for label in labels:
                 wrk(f"http://127.0.0.1:{ports[label]}/{CODE}", duration=duration, connections=connections,
                     script=script, pid=pids[label])
-            for i in range(rounds):
-                for label in labels[i % 3:] + labels[: i % 3]:
-                    runs[label].append(wrk(f"http://127.0.0.1:{ports[label]}/{CODE}", duration=duration,
-                                           connections=connections, script=script, pid=pids[label]))
+            for label in _in_turns(labels, rounds):
+                runs[label].append(wrk(f"http://127.0.0.1:{ports[label]}/{CODE}", duration=duration,
+                                       connections=connections, script=script, pid=pids[label]))
             rows = {label: _median_row(r) for label, r in runs.items()}
             if tool is not None:
                 # As many paced rounds as wrk rounds, in turns; each row is the median round by p99.
                 paced_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
-                for i in range(rounds):
-                    for label in labels[i % 3:] + labels[: i % 3]:
-                        paced_runs[label].append(paced(tool, ports[label], rate=rate, duration=duration,
-                                                       pid=pids[label]))
+                for label in _in_turns(labels, rounds):
+                    paced_runs[label].append(paced(tool, ports[label], rate=rate, duration=duration, pid=pids[label]))
                 for label, measured in paced_runs.items():
                     rows[f"{label}, paced {rate // 1000}k/s"] = _median_paced(measured)
             deadline = time.monotonic() + 30
@@ -348,9 +354,10 @@ def _measure(report: dict[str, Any], common: CommonSettings, tool: Path | None, 
             report["redirect_published"] = health["published"]
             # Clicks that took the spool path (a full queue or a failed send) instead of going
             # straight to Kafka: each costs an extra write, read and decode in the server.
-            metrics = httpx.get(f"http://127.0.0.1:{ports[ON]}/_/metrics", timeout=5).text
-            found = re.search(r"^clickwire_redirector_spooled_total ([0-9.e+]+)$", metrics, re.MULTILINE)
-            report["redirect_spooled"] = int(float(found.group(1))) if found else None
+            metrics = text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{ports[ON]}/_/metrics",
+                                                               timeout=5).text)
+            report["redirect_spooled"] = next((int(sample.value) for family in metrics for sample in family.samples
+                                               if sample.name == "clickwire_redirector_spooled_total"), None)
         finally:
             for proc in procs:
                 _stop(proc)
@@ -361,14 +368,12 @@ def _measure(report: dict[str, Any], common: CommonSettings, tool: Path | None, 
     report["redirect_vs_nginx"] = statistics.median(on["rps"] / n["rps"] for n, _, on in per_round)
     report["redirect_off_vs_nginx"] = statistics.median(off["rps"] / n["rps"] for n, off, _ in per_round)
     report["redirect_publish_cost"] = statistics.median(1 - on["rps"] / off["rps"] for _, off, on in per_round)
-    report["redirect_paced"] = {"measured": tool is not None, "rate": rate}
     report["redirect_loadavg_after"] = os.getloadavg()
 
 
-def _print(report: dict[str, Any], tool: Path | None, why_not: str | None, *, duration: int, rounds: int,
-           connections: int, rate: int) -> None:
+def _print(report: dict[str, Any], *, duration: int, rounds: int, connections: int) -> None:
     rows: dict[str, dict[str, Any]] = report["redirect"]
-    report["redirect_paced"]["why_not"] = why_not
+    paced_info = report["redirect_paced"]
     per_round = report["redirect_rounds"]
     nginx_rps = rows[NGINX]["rps"]
     cpus = report["redirect_cpus"]
@@ -387,8 +392,8 @@ def _print(report: dict[str, Any], tool: Path | None, why_not: str | None, *, du
                   f"scheduled send {row['scheduled_p50_ms']:.2f}/{row['scheduled_p99_ms']:.2f} ms, statuses "
                   f"{row['status_codes']}, generator used {row['generator_cores']:.2f} cores"
                   + (f", errors {row['errors'][:3]}" if row["errors"] else ""))
-    if tool is None:
-        print(f"p99 at {rate:,} req/s: not measured ({why_not})")
+    if not paced_info["measured"]:
+        print(f"p99 at {paced_info['rate']:,} req/s: not measured ({paced_info['why_not']})")
     ratios = ", ".join(f"{r['on'] / r['nginx']:.2f}" for r in per_round)
     print(f"publishing vs nginx {report['redirect_vs_nginx']:.2f} (per round {ratios}); without publishing "
           f"{report['redirect_off_vs_nginx']:.2f}; publishing costs {report['redirect_publish_cost']:.0%}; "

@@ -184,8 +184,7 @@ def ready_answer(link: HotLink, now_ms: int) -> Answer | None:
         head = encode_head(d.status, d.headers)
     except ValueError:
         return None  # the slow path refuses to write it
-    return Answer(d.status, d.headers, d.location, link.link_id.encode(), link.link_id, link.workspace_id, until,
-                  head)
+    return Answer(d.status, d.location, link.link_id.encode(), link.link_id, link.workspace_id, until, head)
 
 
 def _page(status: int, body: bytes, outcome: str) -> Decision:

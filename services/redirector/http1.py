@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Final, Protocol, cast
@@ -49,7 +50,7 @@ HEADER_TIMEOUT_S: Final = 10.0
 KEEPALIVE_TIMEOUT_S: Final = 75.0
 
 _STATUS_LINES: Final = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
-_REFUSAL_HEADERS: Final = b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+_REFUSAL_HEADERS: Final = b"content-type: text/plain; charset=utf-8\r\n"
 
 
 def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
@@ -78,19 +79,16 @@ class Headers(dict[str, str]):
         return super().get(key, default)
 
 
+@dataclass(slots=True)
 class Request:
     """One parsed request: what the redirect handler reads."""
 
-    __slots__ = ("authority", "client", "headers", "method", "path", "query_string")
-
-    def __init__(self, method: str, path: str, query_string: str, headers: dict[str, str],
-                 authority: str | None, client: str) -> None:
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.headers = headers
-        self.authority = authority
-        self.client = client
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    authority: str | None  # from an absolute-form request target, else None
+    client: str  # the peer as "ip:port" ("[ip]:port" for IPv6)
 
 
 class Responder(Protocol):
@@ -146,8 +144,6 @@ class Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -227,11 +223,10 @@ class Connection(asyncio.Protocol):
             self._handler(request, self)
         except Exception:
             log.exception("redirect handler failed")
+        else:
             if not self._answered:
-                self._refuse(500)
-                return
+                log.error("redirect handler wrote no answer")
         if not self._answered:
-            log.error("redirect handler wrote no answer")
             self._refuse(500)
             return
         self.busy = False
@@ -253,38 +248,34 @@ class Connection(asyncio.Protocol):
 
     def response_prepared(self, head: bytes) -> None:
         """Answer with no body, from a status line and headers made by encode_head() (the fast path:
-        no formatting per request; the connection adds Date, Content-Length and a close if needed)."""
-        if self._transport is None or self._answered:
-            return
-        self._answered = True
-        if self._keep_alive and not self._server.closing:
-            self._transport.write(head + self._server.empty_tail)
-        else:
-            self._transport.write(head + b"connection: close\r\n" + self._server.empty_tail)
+        no formatting per request)."""
+        self._send(head, b"")
 
     def _write(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        if self._transport is None or self._answered:
-            return
         try:
             head = encode_head(status, headers)
         except ValueError:
             log.error("refusing to write a header with a line break", status=status)
             self._refuse(500)
             return
+        self._send(head, body)
+
+    def _send(self, head: bytes, body: bytes, *, close: bool = False) -> None:
+        """Write one answer: `head` plus Date, Content-Length and, when the connection ends, a close."""
+        if self._transport is None or self._answered:
+            return
         self._answered = True
-        close = b"" if self._keep_alive and not self._server.closing else b"connection: close\r\n"
-        self._transport.write(b"%s%s%scontent-length: %d\r\n\r\n%s"
-                              % (head, close, self._server.date, len(body), body))
+        if close or not self._keep_alive or self._server.closing:
+            head += b"connection: close\r\n"
+        if body:
+            self._transport.write(b"%s%scontent-length: %d\r\n\r\n%s" % (head, self._server.date, len(body), body))
+        else:
+            self._transport.write(head + self._server.empty_tail)
 
     def _refuse(self, status: int) -> None:
         """Answer a request the server itself rejects, then close the connection."""
-        if self._transport is None:
-            return
-        if not self._answered:
-            self._answered = True
-            body = f"{HTTPStatus(status).phrase.lower()}\n".encode()
-            self._transport.write(b"%s%s%scontent-length: %d\r\n\r\n%s" % (
-                _STATUS_LINES[status].encode(), _REFUSAL_HEADERS, self._server.date, len(body), body))
+        self._send(_STATUS_LINES[status].encode() + _REFUSAL_HEADERS,
+                   f"{HTTPStatus(status).phrase.lower()}\n".encode(), close=True)
         self.close()
 
     def close(self) -> None:

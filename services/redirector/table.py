@@ -18,10 +18,10 @@ not leak.
 
 Ready answers: most clicks go to plain links (no routing rules, no bot policy, no click cap), whose
 answer does not depend on the request. The redirector keeps the ready answer of such a link
-(:class:`Answer`: status, response headers and their encoded form, what the click record needs) in a
+(:class:`Answer`: the response head encoded once, what the click record needs) in a
 bounded cache here, so a click on it skips decoding the record and `decide()`. Precomputing one for
-every link would cost ~920 bytes a link (bench/link_memory.py); the cache holds at most ANSWERS_MAX
-(~14 MiB), evicting the oldest entry first (a hot link evicted comes back on its next click). Every
+every link would cost ~720 bytes a link (bench/link_memory.py); the cache holds at most ANSWERS_MAX
+(~11 MiB), evicting the oldest entry first (a hot link evicted comes back on its next click). Every
 upsert and remove drops the link's entry, so an answer never outlives the record it came from.
 """
 
@@ -75,7 +75,6 @@ class Answer(NamedTuple):
     """The redirect a plain link answers every request with, until `valid_until` (epoch ms, exclusive)."""
 
     status: int
-    headers: tuple[tuple[str, str], ...]
     location: str
     key: bytes  # the link id, UTF-8: the click's partition key
     link_id: str

@@ -15,7 +15,7 @@ from services.redirector import app as app_module
 from services.redirector import table as table_module
 from services.redirector.app import RedirectApp
 from services.redirector.decide import FOREVER_MS, Decision, RequestFacts, decide, ready_answer
-from services.redirector.http1 import Headers, Request
+from services.redirector.http1 import Headers, Request, encode_head
 from services.redirector.rawclick import Captured, Finisher, RawClick
 from services.redirector.table import Answer, HotLink, LinkTable
 
@@ -64,7 +64,8 @@ def test_ready_answer_is_what_decide_answers_for_any_request(link: Link) -> None
     assert (answer.key, answer.link_id, answer.workspace_id) == (link.id.encode(), link.id, "ws-1")
     for facts, now, stats in itertools.product(FACTS, (NOW, answer.valid_until - 1), ({}, {link.id: 10**6})):
         d = decide(hot, facts, now, stats)
-        assert (d.status, d.location, d.headers, d.body) == (answer.status, answer.location, answer.headers, None)
+        assert (d.status, d.location, encode_head(d.status, d.headers), d.body) == \
+            (answer.status, answer.location, answer.head, None)
 
 
 def test_ready_answer_of_an_expiring_permanent_redirect_ends_before_its_max_age_would_shrink() -> None:
@@ -75,7 +76,7 @@ def test_ready_answer_of_an_expiring_permanent_redirect_ends_before_its_max_age_
     assert answer.valid_until == NOW + 3_600_000 - 90_000
     later = decide(hot, RequestFacts(), answer.valid_until + 1_000, {})
     assert dict(later.headers)["cache-control"] == "private, max-age=89"
-    assert dict(answer.headers)["cache-control"] == "private, max-age=90"
+    assert _read_head(answer.head)[1]["cache-control"] == "private, max-age=90"
     assert ready_answer(_hot(PLAIN), NOW).valid_until == FOREVER_MS  # type: ignore[union-attr]
 
 
@@ -124,10 +125,15 @@ class Proto:
         self.sent.append((status, dict(headers), body))
 
     def response_prepared(self, head: bytes) -> None:
-        """The fast path's pre-encoded head, read back into (status, headers) to compare with the slow path."""
-        status_line, *lines = head.decode().split("\r\n")
-        assert lines[-1] == ""  # every header line ends with CRLF
-        self.sent.append((int(status_line.split(" ")[1]), dict(line.split(": ", 1) for line in lines[:-1]), None))
+        """The fast path's pre-encoded head, read back to compare with the slow path's answers."""
+        self.sent.append((*_read_head(head), None))
+
+
+def _read_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """(status, headers) of an encoded head (http1.encode_head, plus the click id line)."""
+    status_line, *lines = head.decode().split("\r\n")
+    assert lines[-1] == ""  # every header line ends with CRLF
+    return int(status_line.split(" ")[1]), dict(line.split(": ", 1) for line in lines[:-1])
 
 
 class Publisher:
@@ -293,7 +299,7 @@ def test_answer_cache_is_bounded_and_evicts_the_oldest(monkeypatch: pytest.Monke
     """remember() keeps at most ANSWERS_MAX answers, dropping the oldest first."""
     monkeypatch.setattr(table_module, "ANSWERS_MAX", 2)
     table = LinkTable()
-    answer = Answer(302, (), "https://a.example/", b"k", "k", "w", FOREVER_MS, b"HTTP/1.1 302 Found\r\n")
+    answer = Answer(302, "https://a.example/", b"k", "k", "w", FOREVER_MS, b"HTTP/1.1 302 Found\r\n")
     for code in ("a", "b", "a", "c"):
         table.remember(HOST, code, answer)
     assert list(table.answers) == [(HOST, "b"), (HOST, "c")]

@@ -119,17 +119,19 @@ async def test_connection_close_and_http10_close_after_the_answer(server: tuple[
     assert closed
 
 
-async def test_nothing_after_a_closing_request_is_answered(server: tuple[HTTPServer, Recorder]) -> None:
-    """Requests pipelined behind `Connection: close` get no answer and reach no handler (no click).
-
-    Two things hold it: llhttp (strict) refuses data after a closing message, and the connection
-    ignores anything parsed once it is closing. Either alone passes this test."""
+@pytest.mark.parametrize("closing", ["client", "server"])
+async def test_nothing_after_a_closing_request_is_answered(server: tuple[HTTPServer, Recorder], closing: str) -> None:
+    """Requests pipelined behind the one a connection closes after get no answer and reach no handler
+    (no click): behind `Connection: close` llhttp (strict) refuses the rest; while the server stops,
+    the requests are keep-alive and the connection itself drops what it parses after closing."""
     srv, handler = server
     reader, writer = await _connect(srv)
-    writer.write(b"GET /first HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
-                 b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+    if closing == "server":
+        srv.closing = True  # what stop() sets first
+    first = b"Connection: close\r\n" if closing == "client" else b""
+    writer.write(b"GET /first HTTP/1.1\r\nHost: h\r\n" + first + b"\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n")
     status, headers, _ = await _answer(reader)
-    assert (status, headers["location"]) == (302, "https://example.com/first")
+    assert (status, headers["location"], headers["connection"]) == (302, "https://example.com/first", "close")
     assert await asyncio.wait_for(reader.read(), 5) == b""
     assert [r.path for r in handler.requests] == ["/first"]
     writer.close()
