@@ -13,8 +13,16 @@ PYTEST_ARGS ?=
 
 SYSTEM_TOOLS := chromium wrk nginx
 
-setup: $(STAMP) system-tools
+NATIVE_SOURCES := clickwire/avrobin.py services/redirector/rawclick.py
+NATIVE := clickwire/native.stamp
+
+setup: $(STAMP) $(NATIVE) system-tools
 	@$(BIN)/clickwire stack fetch
+
+# The click encoder compiled with mypyc (tools/build_native.py; plain Python when there is no C
+# compiler). Rebuilt whenever one of its sources changes.
+$(NATIVE): $(STAMP) $(NATIVE_SOURCES) tools/build_native.py clickwire/native.py
+	@$(BIN)/python tools/build_native.py
 
 # Debian packages the suite and the benchmarks drive: chromium (dashboard e2e test), wrk and nginx
 # (redirect benchmark). Installed only when missing; needs root or sudo.
@@ -35,6 +43,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[test,lint]' \
 		| { grep --line-buffered -E '^(Collecting|Successfully)' || true; }
+	@$(BIN)/python tools/build_native.py --clean  # compiled anew by the $(NATIVE) rule below
 	@$(BIN)/python -c "import clickwire.cli" || { echo "install failed"; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
@@ -65,11 +74,13 @@ test-unit: setup
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: setup
-	@$(BIN)/ruff check clickwire services tests bench
+	@$(BIN)/ruff check clickwire services tests bench tools
 	@$(BIN)/mypy
+	@$(BIN)/mypy tools
 
 bench: setup
 	@$(BIN)/python -m bench $(BENCH)
 
 clean: down
 	rm -rf .clickwire
+	$(BIN)/python tools/build_native.py --clean

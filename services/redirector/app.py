@@ -131,8 +131,8 @@ class RedirectApp:
                 if (now_ms < answer.valid_until and len(user_agent) <= MAX_HEADER
                         and (referer is None or len(referer) <= MAX_HEADER)
                         and (accept_language is None or len(accept_language) <= MAX_HEADER)):
-                    click_id = str(uuid7())
-                    proto.response_prepared(b"%sx-click-id: %s\r\n" % (answer.head, click_id.encode()))
+                    click_id = str(uuid7()).encode()
+                    proto.response_prepared(b"%sx-click-id: %s\r\n" % (answer.head, click_id))
                     if self._submit is not None:
                         self._submit(answer.key, (
                             click_id, now_ms, answer.link_id, answer.workspace_id, host, code, method,
@@ -198,7 +198,7 @@ class RedirectApp:
         if self._submit is not None:
             self._submit(
                 link.link_id.encode() if link is not None else b"",
-                (click_id, now_ms, link.link_id if link is not None else "",
+                (click_id.encode(), now_ms, link.link_id if link is not None else "",
                  link.workspace_id if link is not None else "", host, code, method, scope.client, user_agent,
                  referer, accept_language, purpose, ch_ua, ch_mobile, ch_platform, query,
                  decision.status, decision.location, forwarded_for, forwarded),

@@ -88,7 +88,7 @@ class Request:
     query_string: str
     headers: dict[str, str]
     authority: str | None  # from an absolute-form request target, else None
-    client: str  # the peer as "ip:port" ("[ip]:port" for IPv6)
+    client: str  # the peer's IP address (IPv6 without brackets), "" when not known
 
 
 class Responder(Protocol):
@@ -135,7 +135,7 @@ class Connection(asyncio.Protocol):
         self._transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self._client = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+            self._client = peer[0]
         self.deadline = self._server.now + self._server.header_timeout
         self._server.connections.add(self)
 

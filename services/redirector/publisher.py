@@ -48,7 +48,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import Counter, Gauge, Histogram
 
 from clickwire.codec import codec_for
-from clickwire.kafka import key_partitioner, make_producer
+from clickwire.kafka import fill_batch, key_partitioner, make_producer
 from clickwire.logs import RateLimited
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
@@ -213,21 +213,32 @@ class ClickPublisher:
                 await self._pause(0.1)
                 continue
             batch = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
-            records = await self._encode_all(batch)
-            failed = await self._send(records)
+            failed = await self._send(await self._encode_all(batch))
             if failed:
                 for key, value in failed:
                     self._spool.append(key, value)
                 await self._spool.flush()
 
-    async def _encode_all(self, batch: list[tuple[bytes, Any]]) -> list[Record]:
-        """Finish and encode a round's clicks, letting the event loop answer requests between slices."""
-        records: list[Record] = []
+    async def _encode_all(self, batch: list[tuple[bytes, Any]]) -> dict[int, list[Record]]:
+        """Finish and encode a round's clicks by partition, letting the event loop answer requests between slices."""
+        by_partition: dict[int, list[Record]] = {}
+        partition = self._partition
+        encode = self._encode
         for start in range(0, len(batch), ENCODE_SLICE):
             if start:
                 await asyncio.sleep(0)
-            records += [(key, self._encode(click)) for key, click in batch[start:start + ENCODE_SLICE]]
-        return records
+            for key, click in batch[start:start + ENCODE_SLICE]:
+                records = by_partition.get(p := partition(key))
+                if records is None:
+                    records = by_partition[p] = []
+                records.append((key, encode(click)))
+        return by_partition
+
+    def _by_partition(self, records: list[Record]) -> dict[int, list[Record]]:
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(self._partition(record[0]), []).append(record)
+        return by_partition
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -256,13 +267,10 @@ class ClickPublisher:
         log.info("publisher connected", topic=self._topic, partitions=len(partitions))
         return True
 
-    async def _send(self, records: list[Record]) -> list[Record]:
+    async def _send(self, by_partition: dict[int, list[Record]]) -> list[Record]:
         """Send records, one batch per partition at a time; return those Kafka did not take."""
         assert self._producer is not None
         producer = self._producer
-        by_partition: dict[int, list[Record]] = {}
-        for record in records:
-            by_partition.setdefault(self._partition(record[0]), []).append(record)
         started = time.perf_counter()
         pending: list[tuple[asyncio.Future[Any], list[Record], int]] = []
         failed: list[Record] = []
@@ -274,8 +282,7 @@ class ClickPublisher:
             while i < len(items):
                 batch = producer.create_batch()
                 first = i
-                while i < len(items) and batch.append(key=items[i][0], value=items[i][1], timestamp=None):
-                    i += 1
+                i = fill_batch(batch, items, i)
                 if i == first:  # a single record larger than a batch: let it fail loudly
                     i += 1
                 chunk = items[first:i]
@@ -341,7 +348,7 @@ class ClickPublisher:
             self._replay = (records, offset)
         records, offset = self._replay
         records = self._not_on_topic(records)
-        failed = await self._send(records) if records else []
+        failed = await self._send(self._by_partition(records)) if records else []
         if failed:
             self._replay = (failed, offset)
             return False

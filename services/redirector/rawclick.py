@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
+from clickwire.avrobin import SMALL as _SMALL
 from clickwire.avrobin import optional_string as _opt
 from clickwire.avrobin import string as _s
 from clickwire.avrobin import varint as _varint
@@ -34,10 +35,11 @@ _BRANCH1: Final = b"\x02"
 RawClick = tuple[str, int, str, str, str, str, str, str, str, str | None, str | None, str | None,
                  str | None, str | None, str | None, str, bool, int, str | None, str]
 
-# What the response path hands over: FIELDS[0:16] except that client_ip is still the server's raw
-# peer ("ip:port"), then status, destination, X-Forwarded-For and Forwarded (None unless a trusted
-# proxy is configured). Finisher turns it into a RawClick.
-Captured = tuple[str, int, str, str, str, str, str, str, str, str | None, str | None, str | None,
+# What the response path hands over: FIELDS[0:16] except that the click id is still the UTF-8 bytes
+# the response's X-Click-Id was written from and client_ip is the server's peer address (the client
+# unless a trusted proxy forwarded it), then status, destination, X-Forwarded-For and Forwarded (None
+# unless a trusted proxy is configured). Finisher turns it into a RawClick.
+Captured = tuple[bytes, int, str, str, str, str, str, str, str, str | None, str | None, str | None,
                  str | None, str | None, str | None, str, int, str | None, str | None, str | None]
 
 
@@ -72,10 +74,9 @@ class Finisher:
 
     def __call__(self, c: Captured) -> RawClick:
         """The RawClick of one captured click."""
-        peer = peer_address(c[7])
-        ip = client_ip(peer, c[18], c[19], self._trusted) if self._trusted else peer
+        ip = client_ip(c[7], c[18], c[19], self._trusted) if self._trusted else c[7]
         query = c[15]
-        return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], ip, c[8], c[9], c[10], c[11], c[12], c[13], c[14],
+        return (c[0].decode(), c[1], c[2], c[3], c[4], c[5], c[6], ip, c[8], c[9], c[10], c[11], c[12], c[13], c[14],
                 query, "qr=" in query and is_qr(query), c[16], c[17], self._instance)
 
     def encode(self, c: Captured) -> bytes:
@@ -94,11 +95,13 @@ class Finisher:
         if c[1] != ts:  # clicks come in bursts within one millisecond
             ts_bytes = _varint(c[1])
             self._last_ts = (c[1], ts_bytes)
-        peer = peer_address(c[7])
-        ip = client_ip(peer, c[18], c[19], self._trusted) if self._trusted else peer
+        ip = client_ip(c[7], c[18], c[19], self._trusted) if self._trusted else c[7]
         query = c[15]
+        click_id = c[0]
         return b"".join((
-            self._header, _s(c[0]), ts_bytes, link, _s(c[6]), _s(ip), _s(c[8]),
+            self._header,
+            (_SMALL[len(click_id)] if len(click_id) < 64 else _varint(len(click_id))) + click_id,
+            ts_bytes, link, _METHODS.get(c[6]) or _s(c[6]), _s(ip), _s(c[8]),
             _NULL if c[9] is None else _BRANCH1 + _s(c[9]),
             _NULL if c[10] is None else _BRANCH1 + _s(c[10]),
             _NULL if c[11] is None else _BRANCH1 + _s(c[11]),
@@ -110,18 +113,12 @@ class Finisher:
 
 
 _RUNS_MAX: Final = 4096
+_METHODS: Final = {"GET": _s("GET"), "HEAD": _s("HEAD")}
 
 
 def is_qr(query: str) -> bool:
     """True when the query has qr=1 (the parameter QR codes printed by clickwire carry)."""
     return any(part == "qr=1" for part in query.split("&"))
-
-
-def peer_address(client: str) -> str:
-    """The peer's address from the server's "ip:port" ("[::1]:port" or bare "::1:port" for IPv6)."""
-    if client.startswith("["):
-        return client[1:client.find("]")]
-    return client.rsplit(":", 1)[0] if client.count(":") == 1 else client.rpartition(":")[0] or client
 
 
 def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -72,15 +72,15 @@ def test_normalize_host(raw: str, want: str | None) -> None:
 
 
 CAPTURED: list[rawclick.Captured] = [
-    ("id-1", 1_732_000_000_123, "L1", "ws_1", "go.example", "promo", "GET", "203.0.113.9:50123", "Mozilla/5.0",
+    (b"id-1", 1_732_000_000_123, "L1", "ws_1", "go.example", "promo", "GET", "203.0.113.9", "Mozilla/5.0",
      "https://ref.example/é", "de-DE", "prefetch", '"Chromium";v="130"', "?0", '"Linux"', "qr=1&a=b", 302,
      "https://example.com/landing?utm_source=news", None, None),
     # Same millisecond and link, other request fields: the cached runs must not leak between clicks.
-    ("id-2", 1_732_000_000_123, "L1", "ws_1", "go.example", "promo", "HEAD", "[2001:db8::1]:443", "", None, None,
+    (b"id-2", 1_732_000_000_123, "L1", "ws_1", "go.example", "promo", "HEAD", "2001:db8::1", "", None, None,
      None, None, None, None, "", 302, "https://example.com/landing?utm_source=news", None, None),
-    ("id-3", 1_732_000_000_124, "", "", "go.example", "nope", "GET", "10.0.0.5:1", "x" * 300, None, None, None,
+    (b"id-3", 1_732_000_000_124, "", "", "go.example", "nope", "GET", "10.0.0.5", "x" * 300, None, None, None,
      None, None, None, "qr=10", 404, None, "1.2.3.4", None),
-    ("id-4", 1_732_000_000_124, "L2", "ws_2", "b.example", "promo", "GET", "10.0.0.5:1", "ua", None, None, None,
+    (b"id-4", 1_732_000_000_124, "L2", "ws_2", "b.example", "promo", "GET", "10.0.0.5", "ua", None, None, None,
      None, None, None, "", 301, "https://b.example/", "1.2.3.4", None),
 ]
 

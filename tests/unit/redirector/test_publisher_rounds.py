@@ -12,7 +12,7 @@ from services.redirector.spool import Spool
 
 
 async def test_a_large_round_lets_requests_in_between_slices_and_keeps_order(tmp_path: Path) -> None:
-    """Encoding 3 slices' worth of clicks yields twice; the records come out in submission order."""
+    """Encoding 3 slices' worth of clicks yields twice; each partition's records come out in submission order."""
     encoded: list[int] = []
     answered_during: list[int] = []
 
@@ -21,8 +21,9 @@ async def test_a_large_round_lets_requests_in_between_slices_and_keeps_order(tmp
         return str(click).encode()
 
     publisher = ClickPublisher(CommonSettings.from_env({}), Spool(tmp_path / "s.spool", 1 << 20), encode=encode)
+    publisher._partition = lambda key: 0 if key == b"a" else 1  # what connecting sets
     n = 3 * publisher_module.ENCODE_SLICE
-    batch = [(b"k", i) for i in range(n)]
+    batch = [(b"a" if i % 3 else b"b", i) for i in range(n)]
 
     async def request_arrives() -> None:  # what the loop runs between two slices
         while len(encoded) < n:
@@ -31,9 +32,11 @@ async def test_a_large_round_lets_requests_in_between_slices_and_keeps_order(tmp
 
     other = asyncio.create_task(request_arrives())
     await asyncio.sleep(0)  # let it start: it records 0, then waits for the loop
-    records = await publisher._encode_all(batch)
+    by_partition = await publisher._encode_all(batch)
     await other
-    assert [int(value) for _, value in records] == list(range(n))
+    assert list(by_partition) == [1, 0]  # in order of first appearance
+    assert [(key, int(value)) for key, value in by_partition[0]] == [(b"a", i) for i in range(n) if i % 3]
+    assert [(key, int(value)) for key, value in by_partition[1]] == [(b"b", i) for i in range(n) if not i % 3]
     slices = publisher_module.ENCODE_SLICE
     assert answered_during[0] == 0
     assert slices in answered_during
