@@ -81,6 +81,9 @@ def _versions() -> dict[str, str]:
     pinned = re.search(r"<kafka.version>([^<]+)<", (ROOT / "deploy/kafka/pom.xml").read_text())
     found["kafka"] = pinned.group(1) if pinned else "?"
     found["python"] = platform.python_version()
+    from clickwire.native import compiled
+
+    found["click encoder"] = f"compiled (mypy {metadata.version('mypy')})" if compiled() else "plain Python"
     return found
 
 
