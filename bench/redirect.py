@@ -396,7 +396,7 @@ def _print(report: dict[str, Any], *, duration: int, rounds: int, connections: i
         print(f"p99 at {paced_info['rate']:,} req/s: not measured ({paced_info['why_not']})")
     ratios = ", ".join(f"{r['on'] / r['nginx']:.2f}" for r in per_round)
     print(f"publishing vs nginx {report['redirect_vs_nginx']:.2f} (per round {ratios}); without publishing "
-          f"{report['redirect_off_vs_nginx']:.2f}; publishing costs {report['redirect_publish_cost']:.0%}; "
+          f"{report['redirect_off_vs_nginx']:.2f}; publishing costs {report['redirect_publish_cost']:.1%}; "
           f"{report['redirect_published']:,} clicks acknowledged by Kafka, {report['redirect_spooled']} of them "
           f"through the spool")
 
