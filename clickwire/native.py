@@ -9,6 +9,7 @@ raises ImportError naming the fix.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import sysconfig
 from pathlib import Path
 from typing import Final
@@ -37,10 +38,9 @@ def built_modules(root: Path = ROOT) -> list[Path]:
 
 
 def compiled() -> bool:
-    """True when the click encoder runs compiled."""
-    from services.redirector import rawclick
-
-    return not rawclick.__file__.endswith(".py") if rawclick.__file__ else False
+    """True when the click encoder runs compiled (Python would import it from an extension module)."""
+    spec = importlib.util.find_spec(SOURCES[-1].removesuffix(".py").replace("/", "."))
+    return spec is not None and spec.origin is not None and spec.origin.endswith(sysconfig.get_config_var("EXT_SUFFIX"))
 
 
 def check(root: Path = ROOT) -> None:

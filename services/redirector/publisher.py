@@ -39,7 +39,7 @@ import collections
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import structlog
@@ -222,23 +222,23 @@ class ClickPublisher:
     async def _encode_all(self, batch: list[tuple[bytes, Any]]) -> dict[int, list[Record]]:
         """Finish and encode a round's clicks by partition, letting the event loop answer requests between slices."""
         by_partition: dict[int, list[Record]] = {}
-        partition = self._partition
         encode = self._encode
         for start in range(0, len(batch), ENCODE_SLICE):
             if start:
                 await asyncio.sleep(0)
-            for key, click in batch[start:start + ENCODE_SLICE]:
-                records = by_partition.get(p := partition(key))
-                if records is None:
-                    records = by_partition[p] = []
-                records.append((key, encode(click)))
+            self._by_partition(((key, encode(click)) for key, click in batch[start:start + ENCODE_SLICE]),
+                               by_partition)
         return by_partition
 
-    def _by_partition(self, records: list[Record]) -> dict[int, list[Record]]:
-        by_partition: dict[int, list[Record]] = {}
+    def _by_partition(self, records: Iterable[Record], into: dict[int, list[Record]]) -> dict[int, list[Record]]:
+        """Add `records` to `into`, by partition, keeping their order within each; return `into`."""
+        partition = self._partition
         for record in records:
-            by_partition.setdefault(self._partition(record[0]), []).append(record)
-        return by_partition
+            group = into.get(p := partition(record[0]))
+            if group is None:
+                group = into[p] = []
+            group.append(record)
+        return into
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -348,7 +348,7 @@ class ClickPublisher:
             self._replay = (records, offset)
         records, offset = self._replay
         records = self._not_on_topic(records)
-        failed = await self._send(self._by_partition(records)) if records else []
+        failed = await self._send(self._by_partition(records, {})) if records else []
         if failed:
             self._replay = (failed, offset)
             return False
