@@ -18,12 +18,16 @@ LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 
 # Zigzag varints of small non-negative ints (string lengths, status codes), precomputed.
 SMALL: Final = tuple(bytes([2 * n]) for n in range(64))
+# And of those below 4,096 (two bytes): record lengths and offsets in Kafka batches, longer strings.
+_TWO_BYTES: Final = tuple(bytes([(2 * n) & 0x7F | 0x80, (2 * n) >> 7]) for n in range(64, 4096))
 
 
 def varint(n: int) -> bytes:
-    """Zigzag varint of an Avro int or long."""
+    """Zigzag varint of an Avro int or long (Kafka's record fields use the same encoding)."""
     if 0 <= n < 64:
         return SMALL[n]
+    if 64 <= n < 4096:
+        return _TWO_BYTES[n - 64]
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n & ~0x7F:

@@ -39,17 +39,20 @@ import collections
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.codec import zstd_encode
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.record.util import calc_crc32c
 from prometheus_client import Counter, Gauge, Histogram
 
 from clickwire.codec import codec_for
-from clickwire.kafka import fill_batch, key_partitioner, make_producer
+from clickwire.kafka import key_partitioner, make_producer
 from clickwire.logs import RateLimited
+from clickwire.recordbatch import ZSTD, BatchWriter, RecordBatch
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 from services.redirector import ontopic, rawclick
@@ -76,6 +79,14 @@ FLUSH_S: Final = 0.02
 # saturation: with 64, each yield let a whole loop iteration of requests in first, a round of 2,000
 # clicks took ~70 ms, the queue reached queue_max and clicks overflowed to the spool.
 ENCODE_SLICE: Final = 512
+# A partition's batch is closed at this many bytes of records (uncompressed), as aiokafka's
+# max_batch_size in make_producer; a round can send several batches per partition.
+BATCH_BYTES: Final = 256 * 1024
+
+
+def _writer(partition: Callable[[bytes], int]) -> BatchWriter:
+    """Batches of zstd-compressed records, like the rest of the project's producers (make_producer)."""
+    return BatchWriter(partition, BATCH_BYTES, ZSTD, zstd_encode, calc_crc32c)
 
 
 class ClickPublisher:
@@ -107,8 +118,9 @@ class ClickPublisher:
         self._request_timeout_ms = request_timeout_ms
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
-        # Link id -> partition: the Java client's murmur2, so every producer puts a link on one partition.
-        self._partition: Callable[[bytes], int] = lambda key: 0  # replaced on connect
+        # Records into batches by partition (the Java client's murmur2 of the link id, so every
+        # producer puts a link on one partition); replaced on connect, when the partitions are known.
+        self._writer = _writer(lambda key: 0)
         self._wake = asyncio.Event()
         self._idle = False
         self._stopping = False
@@ -212,33 +224,26 @@ class ClickPublisher:
                 self._idle = True
                 await self._pause(0.1)
                 continue
-            batch = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
-            failed = await self._send(await self._encode_all(batch))
+            failed = await self._send(await self._encode_round(min(self._batch_max, len(self._queue))))
             if failed:
                 for key, value in failed:
                     self._spool.append(key, value)
                 await self._spool.flush()
 
-    async def _encode_all(self, batch: list[tuple[bytes, Any]]) -> dict[int, list[Record]]:
-        """Finish and encode a round's clicks by partition, letting the event loop answer requests between slices."""
-        by_partition: dict[int, list[Record]] = {}
-        encode = self._encode
-        for start in range(0, len(batch), ENCODE_SLICE):
+    async def _encode_round(self, n: int) -> list[tuple[int, RecordBatch]]:
+        """Finish and encode the next `n` queued clicks into batches; the event loop answers requests between slices."""
+        for start in range(0, n, ENCODE_SLICE):
             if start:
                 await asyncio.sleep(0)
-            self._by_partition(((key, encode(click)) for key, click in batch[start:start + ENCODE_SLICE]),
-                               by_partition)
-        return by_partition
+            self._writer.take(self._queue, min(ENCODE_SLICE, n - start), self._encode)
+        return self._writer.batches()
 
-    def _by_partition(self, records: Iterable[Record], into: dict[int, list[Record]]) -> dict[int, list[Record]]:
-        """Add `records` to `into`, by partition, keeping their order within each; return `into`."""
-        partition = self._partition
-        for record in records:
-            group = into.get(p := partition(record[0]))
-            if group is None:
-                group = into[p] = []
-            group.append(record)
-        return into
+    def _batches_of(self, records: list[Record]) -> list[tuple[int, RecordBatch]]:
+        """Spooled records as batches (timestamped now, as when they were first sent)."""
+        ts_ms = time.time_ns() // 1_000_000
+        for key, value in records:
+            self._writer.add(key, value, ts_ms)
+        return self._writer.batches()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -263,37 +268,29 @@ class ClickPublisher:
             self._set_health(False, exc)
             return False
         self._producer = producer
-        self._partition = key_partitioner(sorted(partitions))
+        self._writer = _writer(key_partitioner(sorted(partitions)))
         log.info("publisher connected", topic=self._topic, partitions=len(partitions))
         return True
 
-    async def _send(self, by_partition: dict[int, list[Record]]) -> list[Record]:
-        """Send records, one batch per partition at a time; return those Kafka did not take."""
+    async def _send(self, batches: list[tuple[int, RecordBatch]]) -> list[Record]:
+        """Send batches, one round in flight; return the records Kafka did not take."""
         assert self._producer is not None
         producer = self._producer
         started = time.perf_counter()
-        pending: list[tuple[asyncio.Future[Any], list[Record], int]] = []
+        pending: list[tuple[asyncio.Future[Any], RecordBatch, int]] = []
         failed: list[Record] = []
         failed_partitions: set[int] = set()
         acked_to: dict[int, int] = {}
         error: BaseException | None = None
-        for partition, items in by_partition.items():
-            i = 0
-            while i < len(items):
-                batch = producer.create_batch()
-                first = i
-                i = fill_batch(batch, items, i)
-                if i == first:  # a single record larger than a batch: let it fail loudly
-                    i += 1
-                chunk = items[first:i]
-                try:
-                    fut = await producer.send_batch(batch, self._topic, partition=partition)
-                except (KafkaError, OSError) as exc:
-                    failed.extend(chunk)
-                    failed_partitions.add(partition)
-                    error = exc
-                    continue
-                pending.append((fut, chunk, partition))
+        for partition, batch in batches:
+            try:
+                fut = await producer.send_batch(batch, self._topic, partition=partition)
+            except (KafkaError, OSError) as exc:
+                failed.extend(batch.records())
+                failed_partitions.add(partition)
+                error = exc
+                continue
+            pending.append((fut, batch, partition))
         if pending:
             timeout = self._request_timeout_ms / 1000 + 1
             futures = [fut for fut, _, _ in pending]
@@ -303,14 +300,15 @@ class ClickPublisher:
                 # what it still holds (it will then never send it), then let in-flight requests end.
                 producer._message_accumulator.fail_all(KafkaTimeoutError("broker unreachable"))
                 _, stuck = await asyncio.wait(stuck, timeout=timeout)
-            for fut, chunk, partition in pending:
+            for fut, batch, partition in pending:
                 problem = fut.exception() if fut.done() and not fut.cancelled() else KafkaTimeoutError("no ack")
                 if problem is None:
-                    self.published += len(chunk)
-                    PUBLISHED.inc(len(chunk))
-                    acked_to[partition] = max(acked_to.get(partition, 0), fut.result().offset + len(chunk))
+                    count = batch.record_count()
+                    self.published += count
+                    PUBLISHED.inc(count)
+                    acked_to[partition] = max(acked_to.get(partition, 0), fut.result().offset + count)
                 else:
-                    failed.extend(chunk)
+                    failed.extend(batch.records())
                     failed_partitions.add(partition)
                     error = problem
         for partition, end in acked_to.items():
@@ -348,7 +346,7 @@ class ClickPublisher:
             self._replay = (records, offset)
         records, offset = self._replay
         records = self._not_on_topic(records)
-        failed = await self._send(self._by_partition(records, {})) if records else []
+        failed = await self._send(self._batches_of(records)) if records else []
         if failed:
             self._replay = (failed, offset)
             return False

@@ -1,15 +1,12 @@
-"""clickwire.kafka.key_partitioner (the one key -> partition choice every hand-batching producer uses),
-fill_batch (records appended to aiokafka's compiled batch builder directly) and orchestrate.ServiceSpec's
-command line."""
+"""clickwire.kafka.key_partitioner (the one key -> partition choice every hand-batching producer uses)
+and orchestrate.ServiceSpec's command line."""
 
 from __future__ import annotations
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.record.default_records import DefaultRecordBatch
 
-from clickwire.kafka import fill_batch, key_partitioner
+from clickwire.kafka import key_partitioner
 from clickwire.orchestrate import ServiceSpec
 
 # murmur2 of these keys as the Java client's Utils.murmur2 returns them (Kafka's UtilsTest).
@@ -39,18 +36,3 @@ def test_a_service_runs_its_name_unless_it_names_a_command() -> None:
     assert ServiceSpec("sink", "http://127.0.0.1:1/health").argv == ("sink",)
     router = ServiceSpec("router", "http://127.0.0.1:1/health", command=("dispatcher", "--role", "router"))
     assert router.argv == ("dispatcher", "--role", "router")
-
-
-@pytest.mark.parametrize("compression", [0, 4])  # none, zstd (the redirector's)
-def test_fill_batch_appends_until_full_and_the_batch_reads_back(compression: int) -> None:
-    """Records go in in order from `start`; a full batch stops it and is closed; offsets count from 0."""
-    records = [(f"k{i}".encode(), bytes([i]) * 300) for i in range(10)]
-    first = BatchBuilder(1000, compression)
-    stop = fill_batch(first, records, 2)
-    assert 3 <= stop - 2 < 8  # a few 300-byte records fit in 1,000 bytes, not all eight
-    assert first.append(key=b"x", value=b"y", timestamp=None) is None  # closed
-    rest = BatchBuilder(1 << 20, compression)
-    assert fill_batch(rest, records, stop) == len(records)
-    for batch, want in ((first, records[2:stop]), (rest, records[stop:])):
-        read = [(r.offset, r.key, r.value) for r in DefaultRecordBatch(bytes(batch._build()))]
-        assert read == [(i, key, value) for i, (key, value) in enumerate(want)]

@@ -10,8 +10,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from aiokafka.codec import zstd_encode
+from aiokafka.record.util import calc_crc32c
 
-from clickwire import avrobin, native
+from clickwire import avrobin, native, recordbatch
 from services.redirector import rawclick
 from tests.unit.redirector.test_app_rawclick import CAPTURED, CODEC, TRUSTED
 
@@ -43,9 +45,22 @@ def test_compiled_and_source_encoders_write_the_same_bytes() -> None:
         assert rawclick.encode(CODEC.header, ours(captured)) == source.encode(CODEC.header, theirs(captured))
 
 
+def test_compiled_and_source_record_batches_are_the_same_bytes() -> None:
+    source = _source(recordbatch, "recordbatch_source")
+    assert str(source.__file__).endswith(".py")
+    built = []
+    for module in (recordbatch, source):
+        writer = module.BatchWriter(lambda key: key[0] % 2, 3000, module.ZSTD, zstd_encode, calc_crc32c)
+        for i in range(400):
+            writer.add(bytes([i % 5]), b"value %d " % i * (i % 9), 1_790_000_000_000 + i % 70)
+        built.append([(p, b._build()) for p, b in writer.batches()])
+    assert built[0] == built[1]
+    assert len(built[0]) > 2
+
+
 def test_compiled_and_source_avro_primitives_agree() -> None:
     source = _source(avrobin, "avrobin_source")
-    for n in [0, 1, -1, 63, 64, -65, 300, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)]:
+    for n in [0, 1, -1, 63, 64, -65, 300, 4095, 4096, -4096, 8191, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)]:
         assert avrobin.varint(n) == source.varint(n)
         encoded = avrobin.varint(n)
         assert avrobin.read_long(encoded, 0) == source.read_long(encoded, 0) == (n, len(encoded))

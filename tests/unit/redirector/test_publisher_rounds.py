@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from clickwire.settings import CommonSettings
 from services.redirector import publisher as publisher_module
@@ -21,9 +22,10 @@ async def test_a_large_round_lets_requests_in_between_slices_and_keeps_order(tmp
         return str(click).encode()
 
     publisher = ClickPublisher(CommonSettings.from_env({}), Spool(tmp_path / "s.spool", 1 << 20), encode=encode)
-    publisher._partition = lambda key: 0 if key == b"a" else 1  # what connecting sets
+    publisher._writer = publisher_module._writer(lambda key: 0 if key == b"a" else 1)  # what connecting sets
     n = 3 * publisher_module.ENCODE_SLICE
-    batch = [(b"a" if i % 3 else b"b", i) for i in range(n)]
+    clicks: Any = [(b"a" if i % 3 else b"b", i) for i in range(n + 5)]  # the encoder here takes ints
+    publisher._queue.extend(clicks)  # the last 5 wait for the next round
 
     async def request_arrives() -> None:  # what the loop runs between two slices
         while len(encoded) < n:
@@ -32,11 +34,14 @@ async def test_a_large_round_lets_requests_in_between_slices_and_keeps_order(tmp
 
     other = asyncio.create_task(request_arrives())
     await asyncio.sleep(0)  # let it start: it records 0, then waits for the loop
-    by_partition = await publisher._encode_all(batch)
+    batches = await publisher._encode_round(n)
     await other
-    assert list(by_partition) == [1, 0]  # in order of first appearance
+    assert [partition for partition, _ in batches] == [1, 0]  # in order of first appearance
+    assert all(batch.closed() for _, batch in batches)
+    by_partition = {partition: batch.records() for partition, batch in batches}
     assert [(key, int(value)) for key, value in by_partition[0]] == [(b"a", i) for i in range(n) if i % 3]
     assert [(key, int(value)) for key, value in by_partition[1]] == [(b"b", i) for i in range(n) if not i % 3]
+    assert publisher.queued == 5
     slices = publisher_module.ENCODE_SLICE
     assert answered_during[0] == 0
     assert slices in answered_during
