@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 SYSTEM_TOOLS := chromium wrk nginx
 
-NATIVE_SOURCES := clickwire/avrobin.py services/redirector/rawclick.py
+NATIVE_SOURCES := clickwire/avrobin.py clickwire/recordbatch.py services/redirector/rawclick.py  # as clickwire/native.py SOURCES
 NATIVE := clickwire/native.stamp
 
 setup: $(STAMP) $(NATIVE) system-tools

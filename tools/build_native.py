@@ -1,8 +1,10 @@
-"""Compile the click encoder with mypyc: clickwire/avrobin.py and services/redirector/rawclick.py.
+"""Compile the click encoder with mypyc: clickwire/avrobin.py, clickwire/recordbatch.py and
+services/redirector/rawclick.py (clickwire/native.py SOURCES).
 
-The redirector finishes and Avro-encodes every click it publishes in Python (rawclick.Finisher.encode).
-Compiled by mypyc, the same source encodes a click in about 60% of the time (docs/performance.md),
-which is most of what publishing costs per request. The modules stay ordinary Python: without a C
+The redirector finishes and Avro-encodes every click it publishes in Python (rawclick.Finisher.encode)
+and writes the Kafka record batches that carry them (recordbatch.BatchWriter). Compiled by mypyc, the
+same source encodes a click in about 60% of the time (docs/performance.md), and most of what
+publishing costs per request is this per-click work. The modules stay ordinary Python: without a C
 compiler nothing is built and the source runs as it is, byte for byte the same.
 
 The build runs in a scratch directory (so no project configuration gets in the way) and copies the

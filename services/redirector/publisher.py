@@ -38,13 +38,13 @@ import asyncio
 import collections
 import contextlib
 import functools
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.codec import zstd_encode
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.record.util import calc_crc32c
 from prometheus_client import Counter, Gauge, Histogram
@@ -58,6 +58,11 @@ from clickwire.topics import Topic, name
 from services.redirector import ontopic, rawclick
 from services.redirector.rawclick import Captured, RawClick
 from services.redirector.spool import Spool
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 log = structlog.get_logger(__name__)
 
@@ -84,9 +89,18 @@ ENCODE_SLICE: Final = 512
 BATCH_BYTES: Final = 256 * 1024
 
 
+# zstd level 1 with one compressor kept for the process: a fresh context per batch (aiokafka's
+# zstd_encode, level 3) spends much of its time setting up tables. On clicks, level 1 compresses
+# 537-record batches to the same size as level 3 (27 KB against 29 KB of 154 KB) in 0.62 us a
+# record against 0.71, and reusing the context saves a further ~0.06 (docs/performance.md).
+ZSTD_LEVEL: Final = 1
+
+
 def _writer(partition: Callable[[bytes], int]) -> BatchWriter:
     """Batches of zstd-compressed records, like the rest of the project's producers (make_producer)."""
-    return BatchWriter(partition, BATCH_BYTES, ZSTD, zstd_encode, calc_crc32c)
+    compressor = zstd.ZstdCompressor(level=ZSTD_LEVEL)
+    return BatchWriter(partition, BATCH_BYTES, ZSTD,
+                       functools.partial(compressor.compress, mode=zstd.ZstdCompressor.FLUSH_FRAME), calc_crc32c)
 
 
 class ClickPublisher:

@@ -95,3 +95,9 @@ def test_check_refuses_modules_compiled_from_other_sources(tmp_path: Path) -> No
         f.write("\n# edited after the build\n")
     with pytest.raises(ImportError, match="make setup"):
         native.check(tmp_path)
+
+
+def test_make_rebuilds_when_any_compiled_source_changes() -> None:
+    """The Makefile's list of the compiled sources (what `make setup` watches) is clickwire.native's."""
+    line = next(x for x in (native.ROOT / "Makefile").read_text().splitlines() if x.startswith("NATIVE_SOURCES :="))
+    assert tuple(line.partition(":=")[2].partition("#")[0].split()) == native.SOURCES
