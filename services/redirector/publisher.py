@@ -3,11 +3,11 @@
 ``submit()`` appends the click (a tuple, see rawclick.py) to an in-memory deque (O(1), no I/O).
 One background task takes what has accumulated, finishes and Avro-encodes each click (``encode``,
 rawclick.Finisher.encode: the per-click work the response path leaves for later; in slices of
-``ENCODE_SLICE``, yielding in between to the event loop the response path shares), groups
-it by partition (the Java client's murmur2 of the link id, so per-link order holds and other
-producers agree) and sends one batch per partition through an idempotent ``acks=all`` zstd
-producer, awaiting the acks before the next send: one round in flight at a time, so a failure is
-always attributable to its records.
+``ENCODE_SLICE``, yielding in between to the event loop the response path shares) and writes it
+into its partition's Kafka record batch (clickwire/recordbatch.py; the partition is the Java
+client's murmur2 of the link id, so per-link order holds and other producers agree). The batches go
+through an idempotent ``acks=all`` producer (zstd, level 1), and the round awaits their acks before
+the next: one round in flight at a time, so a failure is always attributable to its records.
 
 When a send fails (no ack within ``request_timeout_ms`` + 1 s; aiokafka would retry an unreachable
 broker forever, so its queued batches are failed and the producer replaced by a fresh one, whose new
