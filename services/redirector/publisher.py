@@ -87,8 +87,6 @@ ENCODE_SLICE: Final = 512
 # A partition's batch is closed at this many bytes of records (uncompressed), as aiokafka's
 # max_batch_size in make_producer; a round can send several batches per partition.
 BATCH_BYTES: Final = 256 * 1024
-
-
 # zstd level 1 with one compressor kept for the process: a fresh context per batch (aiokafka's
 # zstd_encode, level 3) spends much of its time setting up tables. On clicks, level 1 compresses
 # 537-record batches to the same size as level 3 (27 KB against 29 KB of 154 KB) in 0.62 us a
@@ -253,7 +251,8 @@ class ClickPublisher:
         return self._writer.batches()
 
     def _batches_of(self, records: list[Record]) -> list[tuple[int, RecordBatch]]:
-        """Spooled records as batches (timestamped now, as when they were first sent)."""
+        """Spooled records as batches. Record timestamps say when the redirector sent a record (the
+        click's own time is in the record), so replayed ones carry the time of the replay."""
         ts_ms = time.time_ns() // 1_000_000
         for key, value in records:
             self._writer.add(key, value, ts_ms)
