@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[1]
-# Compiled together (rawclick calls avrobin's functions natively); order matters to mypyc.
+# Compiled together (rawclick and recordbatch call avrobin's functions natively); order matters to mypyc.
 SOURCES: Final = ("clickwire/avrobin.py", "clickwire/recordbatch.py", "services/redirector/rawclick.py")
 GROUP: Final = "clickwire.native_group"  # mypyc's shared library: clickwire/native_group__mypyc.*.so
 STAMP: Final = "clickwire/native.stamp"

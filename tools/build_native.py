@@ -2,7 +2,7 @@
 services/redirector/rawclick.py (clickwire/native.py SOURCES).
 
 The redirector finishes and Avro-encodes every click it publishes in Python (rawclick.Finisher.encode)
-and writes the Kafka record batches that carry them (recordbatch.BatchWriter). Compiled by mypyc, the
+and writes the Kafka record batches that carry them (recordbatch.RecordBatcher). Compiled by mypyc, the
 same source encodes a click in about 60% of the time (docs/performance.md), and most of what
 publishing costs per request is this per-click work. The modules stay ordinary Python: without a C
 compiler nothing is built and the source runs as it is, byte for byte the same.

@@ -52,7 +52,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from clickwire.codec import codec_for
 from clickwire.kafka import key_partitioner, make_producer
 from clickwire.logs import RateLimited
-from clickwire.recordbatch import ZSTD, BatchWriter, RecordBatch
+from clickwire.recordbatch import ZSTD, RecordBatch, RecordBatcher
 from clickwire.settings import CommonSettings
 from clickwire.topics import Topic, name
 from services.redirector import ontopic, rawclick
@@ -94,10 +94,10 @@ BATCH_BYTES: Final = 256 * 1024
 ZSTD_LEVEL: Final = 1
 
 
-def _writer(partition: Callable[[bytes], int]) -> BatchWriter:
+def _batcher(partition: Callable[[bytes], int]) -> RecordBatcher:
     """Batches of zstd-compressed records, like the rest of the project's producers (make_producer)."""
     compressor = zstd.ZstdCompressor(level=ZSTD_LEVEL)
-    return BatchWriter(partition, BATCH_BYTES, ZSTD,
+    return RecordBatcher(partition, BATCH_BYTES, ZSTD,
                        functools.partial(compressor.compress, mode=zstd.ZstdCompressor.FLUSH_FRAME), calc_crc32c)
 
 
@@ -131,8 +131,8 @@ class ClickPublisher:
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
         # Records into batches by partition (the Java client's murmur2 of the link id, so every
-        # producer puts a link on one partition); replaced on connect, when the partitions are known.
-        self._writer = _writer(lambda key: 0)
+        # producer puts a link on one partition); made on connect, when the partitions are known.
+        self._batcher: RecordBatcher | None = None
         self._wake = asyncio.Event()
         self._idle = False
         self._stopping = False
@@ -244,19 +244,21 @@ class ClickPublisher:
 
     async def _encode_round(self, n: int) -> list[tuple[int, RecordBatch]]:
         """Finish and encode the next `n` queued clicks into batches; the event loop answers requests between slices."""
+        assert self._batcher is not None  # connected
         for start in range(0, n, ENCODE_SLICE):
             if start:
                 await asyncio.sleep(0)
-            self._writer.take(self._queue, min(ENCODE_SLICE, n - start), self._encode)
-        return self._writer.batches()
+            self._batcher.take(self._queue, min(ENCODE_SLICE, n - start), self._encode)
+        return self._batcher.batches()
 
     def _batches_of(self, records: list[Record]) -> list[tuple[int, RecordBatch]]:
         """Spooled records as batches. Record timestamps say when the redirector sent a record (the
         click's own time is in the record), so replayed ones carry the time of the replay."""
+        assert self._batcher is not None  # connected
         ts_ms = time.time_ns() // 1_000_000
         for key, value in records:
-            self._writer.add(key, value, ts_ms)
-        return self._writer.batches()
+            self._batcher.add(key, value, ts_ms)
+        return self._batcher.batches()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -281,7 +283,7 @@ class ClickPublisher:
             self._set_health(False, exc)
             return False
         self._producer = producer
-        self._writer = _writer(key_partitioner(sorted(partitions)))
+        self._batcher = _batcher(key_partitioner(sorted(partitions)))
         log.info("publisher connected", topic=self._topic, partitions=len(partitions))
         return True
 

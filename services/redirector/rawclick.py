@@ -21,7 +21,6 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
-from clickwire.avrobin import SMALL as _SMALL
 from clickwire.avrobin import optional_string as _opt
 from clickwire.avrobin import string as _s
 from clickwire.avrobin import varint as _varint
@@ -104,7 +103,7 @@ class Finisher:
         click_id = c[0]
         return b"".join((
             self._header,
-            (_SMALL[len(click_id)] if len(click_id) < 64 else _varint(len(click_id))) + click_id,
+            _varint(len(click_id)) + click_id,
             ts_bytes, link, _METHODS.get(c[6]) or _s(c[6]), _s(ip), _s(c[8]),
             _NULL if c[9] is None else _BRANCH1 + _s(c[9]),
             _NULL if c[10] is None else _BRANCH1 + _s(c[10]),

@@ -20,7 +20,7 @@ Ready answers: most clicks go to plain links (no routing rules, no bot policy, n
 answer does not depend on the request. The redirector keeps the ready answer of such a link
 (:class:`Answer`: the response head encoded once, what the click record needs) in a
 bounded cache here, so a click on it skips decoding the record and `decide()`. Precomputing one for
-every link would cost ~720 bytes a link (bench/link_memory.py); the cache holds at most ANSWERS_MAX
+every link would cost ~700 bytes a link (bench/link_memory.py); the cache holds at most ANSWERS_MAX
 (~11 MiB), evicting the oldest entry first (a hot link evicted comes back on its next click). Every
 upsert and remove drops the link's entry, so an answer never outlives the record it came from.
 """

@@ -50,7 +50,7 @@ def test_compiled_and_source_record_batches_are_the_same_bytes() -> None:
     assert str(source.__file__).endswith(".py")
     built = []
     for module in (recordbatch, source):
-        writer = module.BatchWriter(lambda key: key[0] % 2, 3000, module.ZSTD, zstd_encode, calc_crc32c)
+        writer = module.RecordBatcher(lambda key: key[0] % 2, 3000, module.ZSTD, zstd_encode, calc_crc32c)
         for i in range(400):
             writer.add(bytes([i % 5]), b"value %d " % i * (i % 9), 1_790_000_000_000 + i % 70)
         built.append([(p, b._build()) for p, b in writer.batches()])

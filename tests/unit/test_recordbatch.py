@@ -12,7 +12,7 @@ from aiokafka.codec import zstd_encode
 from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.record.util import calc_crc32c
 
-from clickwire.recordbatch import NONE, ZSTD, BatchWriter, RecordBatch
+from clickwire.recordbatch import NONE, ZSTD, RecordBatch, RecordBatcher
 
 TS = 1_790_000_000_000
 
@@ -21,8 +21,8 @@ def _batch(codec: int = ZSTD) -> RecordBatch:
     return RecordBatch(codec, zstd_encode if codec == ZSTD else None, calc_crc32c)
 
 
-def _writer(partition: Any, max_bytes: int = 1 << 20) -> BatchWriter:
-    return BatchWriter(partition, max_bytes, ZSTD, zstd_encode, calc_crc32c)
+def _writer(partition: Any, max_bytes: int = 1 << 20) -> RecordBatcher:
+    return RecordBatcher(partition, max_bytes, ZSTD, zstd_encode, calc_crc32c)
 
 
 def _read(batch: RecordBatch) -> DefaultRecordBatch:

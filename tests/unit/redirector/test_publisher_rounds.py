@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from aiokafka.record.default_records import DefaultRecordBatch
+
+from clickwire.recordbatch import ZSTD
 from clickwire.settings import CommonSettings
 from services.redirector import publisher as publisher_module
 from services.redirector.publisher import ClickPublisher
@@ -22,7 +25,7 @@ async def test_a_large_round_lets_requests_in_between_slices_and_keeps_order(tmp
         return str(click).encode()
 
     publisher = ClickPublisher(CommonSettings.from_env({}), Spool(tmp_path / "s.spool", 1 << 20), encode=encode)
-    publisher._writer = publisher_module._writer(lambda key: 0 if key == b"a" else 1)  # what connecting sets
+    publisher._batcher = publisher_module._batcher(lambda key: 0 if key == b"a" else 1)  # what connecting sets
     n = 3 * publisher_module.ENCODE_SLICE
     clicks: Any = [(b"a" if i % 3 else b"b", i) for i in range(n + 5)]  # the encoder here takes ints
     publisher._queue.extend(clicks)  # the last 5 wait for the next round
@@ -42,6 +45,9 @@ async def test_a_large_round_lets_requests_in_between_slices_and_keeps_order(tmp
     assert [(key, int(value)) for key, value in by_partition[0]] == [(b"a", i) for i in range(n) if i % 3]
     assert [(key, int(value)) for key, value in by_partition[1]] == [(b"b", i) for i in range(n) if not i % 3]
     assert publisher.queued == 5
+    built = DefaultRecordBatch(bytes(batches[0][1]._build()))  # what the producer sends: zstd, readable
+    assert built.compression_type == ZSTD
+    assert [(r.key, int(r.value)) for r in built] == [(b"b", i) for i in range(n) if not i % 3]
     slices = publisher_module.ENCODE_SLICE
     assert answered_during[0] == 0
     assert slices in answered_during
